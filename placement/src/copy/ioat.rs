@@ -188,7 +188,7 @@ impl<B: AsRef<[u8]> + Send + 'static> IoatModel<B> {
             ch.submissions += 1;
             if ch
                 .refuse_every
-                .is_some_and(|k| k > 0 && ch.submissions % k == 0)
+                .is_some_and(|k| k > 0 && ch.submissions.is_multiple_of(k))
             {
                 continue;
             }
