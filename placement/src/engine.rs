@@ -311,6 +311,11 @@ impl PlacementEngine {
         Ok(())
     }
 
+    /// True when an SA exists for `spi`.
+    pub fn has_sa(&self, spi: u32) -> bool {
+        self.sas.contains_key(&spi)
+    }
+
     /// Number of SAs.
     pub fn sa_count(&self) -> usize {
         self.sas.len()

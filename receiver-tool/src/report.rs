@@ -1,0 +1,156 @@
+//! The receiver's report: JSON (schema in docs/design.md) and a human-readable summary.
+
+use std::collections::BTreeMap;
+
+use placement::{Counters, Reason};
+use serde::Serialize;
+
+/// Numbers of one stream or of the whole run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Numbers {
+    pub payload_bytes: u64,
+    pub payload_packets: u64,
+    pub direct_bytes: u64,
+    pub cpu_copy_bytes: u64,
+    pub engine_copy_bytes: u64,
+    pub staged_bytes: u64,
+    pub rejected_bytes: u64,
+    /// Reason name → packets.
+    pub rejects: BTreeMap<&'static str, u64>,
+    /// direct_bytes / payload_bytes.
+    pub copies_avoided: f64,
+}
+
+impl From<&Counters> for Numbers {
+    fn from(c: &Counters) -> Self {
+        Self {
+            payload_bytes: c.payload.bytes,
+            payload_packets: c.payload.packets,
+            direct_bytes: c.direct.bytes,
+            cpu_copy_bytes: c.cpu_copy.bytes,
+            engine_copy_bytes: c.engine_copy.bytes,
+            staged_bytes: c.staged.bytes,
+            rejected_bytes: c.rejected_total().bytes,
+            rejects: Reason::ALL
+                .iter()
+                .map(|r| (r.as_str(), c.rejected[r.index()].packets))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            copies_avoided: c.copies_avoided(),
+        }
+    }
+}
+
+/// One grant's completion.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GrantReport {
+    pub region: u32,
+    pub generation: u16,
+    pub offset: u64,
+    pub len: u64,
+    pub complete: bool,
+    pub missing_bytes: u64,
+    /// Missing ranges, relative to the grant's window.
+    pub missing: Vec<(u64, u64)>,
+    /// Digest check: None when no digest was given.
+    pub digest_ok: Option<bool>,
+}
+
+/// One stream (SPI).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamReport {
+    pub spi: u32,
+    #[serde(flatten)]
+    pub numbers: Numbers,
+    pub grants: Vec<GrantReport>,
+}
+
+/// Copy-engine facts.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CopyEngineReport {
+    pub backend: &'static str,
+    /// Copies of at least this many bytes went to the engine (null: never).
+    pub threshold_bytes: Option<usize>,
+    pub refused_to_cpu: u64,
+    pub errors_to_cpu: u64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub mode: &'static str,
+    #[serde(flatten)]
+    pub numbers: Numbers,
+    pub duplicate_bytes: u64,
+    pub gbit_per_s: f64,
+    pub rx_cpu_seconds_per_gb: f64,
+    /// XDP_STATISTICS of the AF_XDP sockets (null in replay).
+    pub xsk_stats: Option<serde_json::Value>,
+    /// The XDP program's counters (null in replay).
+    pub xdp_counters: Option<serde_json::Value>,
+    /// True only if every grant is complete and matched its digest.
+    pub verified: bool,
+    pub missing_bytes: u64,
+    pub not_psp_frames: u64,
+    pub still_staged_bytes: u64,
+    pub copy_engine: CopyEngineReport,
+    pub streams: Vec<StreamReport>,
+}
+
+impl Report {
+    /// A few lines for people.
+    pub fn human(&self) -> String {
+        let n = &self.numbers;
+        let mut s = format!(
+            "{} report: {} payload bytes in {} packets\n  direct {} B, CPU copy {} B, engine copy {} B, staged {} B, rejected {} B\n  copies avoided {:.2}%, {:.3} Gbit/s, {:.3} CPU s/GB\n  verified: {}, missing {} B, duplicates {} B\n",
+            self.mode,
+            n.payload_bytes,
+            n.payload_packets,
+            n.direct_bytes,
+            n.cpu_copy_bytes,
+            n.engine_copy_bytes,
+            n.staged_bytes,
+            n.rejected_bytes,
+            n.copies_avoided * 100.0,
+            self.gbit_per_s,
+            self.rx_cpu_seconds_per_gb,
+            self.verified,
+            self.missing_bytes,
+            self.duplicate_bytes
+        );
+        for (reason, packets) in &n.rejects {
+            s.push_str(&format!("  rejected {reason}: {packets} packets\n"));
+        }
+        for st in &self.streams {
+            let complete = st.grants.iter().filter(|g| g.complete).count();
+            s.push_str(&format!(
+                "  stream SPI {:#010x}: {} B, direct {} B, {} of {} grants complete\n",
+                st.spi,
+                st.numbers.payload_bytes,
+                st.numbers.direct_bytes,
+                complete,
+                st.grants.len()
+            ));
+        }
+        s
+    }
+}
+
+/// User + system CPU seconds of this process so far, from /proc/self/stat (clock ticks of
+/// 1/100 s, the Linux default).
+pub fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}

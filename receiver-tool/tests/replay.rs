@@ -1,0 +1,397 @@
+//! `zc-recv replay` on a pcap built with the `psp` crate: honest, low-trust and lying
+//! streams; the report's numbers must match what the test sent.
+#![allow(clippy::cast_possible_truncation)] // test data sizes are small
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pcap_file::pcap::{PcapPacket, PcapWriter};
+use psp::{
+    FlowTemplate, FrameBuilder, Hint, IpEndpoints, MasterKey, MasterKeys, Sa, SegmentSpec, Version,
+};
+
+const K0: [u8; 32] = [0x11; 32];
+const K1: [u8; 32] = [0x22; 32];
+const HONEST: u32 = 0x4000_0001;
+const LOW: u32 = 0x0000_0002;
+const LIAR: u32 = 0x4000_0003;
+const STRANGER: u32 = 0x4000_0099;
+const MSS: usize = 1400;
+
+fn message(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn sha256(b: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
+}
+
+fn sa(spi: u32) -> Sa {
+    let keys = MasterKeys::new(MasterKey(K0), MasterKey(K1));
+    Sa::new(
+        spi,
+        Version::AesGcm128,
+        &keys.derive(spi, Version::AesGcm128),
+    )
+    .unwrap()
+}
+
+struct Capture {
+    frames: Vec<Vec<u8>>,
+    iv: u64,
+}
+
+impl Capture {
+    fn push(&mut self, spi: u32, hint: Option<Hint>, seq: u32, payload: &[u8]) -> usize {
+        let sa = sa(spi);
+        let flow = FlowTemplate {
+            eth_src: [2, 0, 0, 0, 0, 1],
+            eth_dst: [2, 0, 0, 0, 0, 2],
+            ip: IpEndpoints::V4 {
+                src: [10, 0, 0, 1],
+                dst: [10, 0, 0, 2],
+            },
+            udp_src_port: 5555,
+            tcp_src_port: 40000,
+            tcp_dst_port: 5001,
+            vc: None,
+            ttl: 64,
+        };
+        let b = FrameBuilder::new(flow, &sa);
+        let mut buf = vec![0u8; b.frame_len(hint.is_some(), payload.len())];
+        self.iv += 1;
+        b.build(
+            &mut buf,
+            &SegmentSpec {
+                iv: self.iv,
+                hint,
+                seq,
+                ack: 0,
+                psh: false,
+            },
+            payload,
+        )
+        .unwrap();
+        self.frames.push(buf);
+        self.frames.len() - 1
+    }
+
+    /// Sends `msg` in MSS segments from `base_seq`, in the order `order` gives.
+    fn transfer(
+        &mut self,
+        spi: u32,
+        hint: Hint,
+        msg: &[u8],
+        order: impl Fn(Vec<usize>) -> Vec<usize>,
+    ) {
+        let chunks: Vec<usize> = (0..msg.len().div_ceil(MSS)).collect();
+        for i in order(chunks) {
+            let start = i * MSS;
+            let end = (start + MSS).min(msg.len());
+            self.push(
+                spi,
+                Some(hint),
+                hint.base_tcp_seq.wrapping_add(start as u32),
+                &msg[start..end],
+            );
+        }
+    }
+
+    fn write(&self, path: &Path) {
+        let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
+        for (i, f) in self.frames.iter().enumerate() {
+            w.write_packet(&PcapPacket::new(
+                std::time::Duration::from_millis(i as u64),
+                f.len() as u32,
+                f,
+            ))
+            .unwrap();
+        }
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zc-recv-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn replay(pcap: &Path, toml: &str) -> serde_json::Value {
+    let cfg = tmp(&format!(
+        "{}.toml",
+        pcap.file_stem().unwrap().to_str().unwrap()
+    ));
+    std::fs::write(&cfg, toml).unwrap();
+    let json = cfg.with_extension("json");
+    let out = Command::new(env!("CARGO_BIN_EXE_zc-recv"))
+        .args([
+            "replay",
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("replay report"));
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+fn keys_toml() -> String {
+    format!(
+        "[keys]\nmaster0 = \"{}\"\nmaster1 = \"{}\"\n",
+        hex::encode(K0),
+        hex::encode(K1)
+    )
+}
+
+#[test]
+fn replay_counts_every_path_and_check() {
+    let a = message(100_000, 1);
+    let b = message(20_000, 2);
+    let mut cap = Capture {
+        frames: Vec::new(),
+        iv: 0,
+    };
+    // Honest stream, descending order, one duplicate.
+    let hint_a = Hint {
+        region_id: 1,
+        generation: 2,
+        offset: 1000,
+        base_tcp_seq: 5000,
+    };
+    cap.transfer(HONEST, hint_a, &a, |mut c| {
+        c.reverse();
+        c
+    });
+    cap.push(HONEST, Some(hint_a), 5000 + 1400, &a[1400..2800]);
+    // Low-trust stream into a region that activates late: staged, then copied.
+    let hint_b = Hint {
+        region_id: 2,
+        generation: 1,
+        offset: 0,
+        base_tcp_seq: u32::MAX - 5000,
+    };
+    cap.transfer(LOW, hint_b, &b, |c| c);
+    // The liar: one segment per check.
+    let lie = [7u8; 200];
+    cap.push(
+        LIAR,
+        Some(Hint {
+            region_id: 1,
+            generation: 2,
+            offset: 0,
+            base_tcp_seq: 0,
+        }),
+        0,
+        &lie,
+    ); // not_granted
+    cap.push(
+        LIAR,
+        Some(Hint {
+            region_id: 3,
+            generation: 1,
+            offset: 900,
+            base_tcp_seq: 0,
+        }),
+        0,
+        &lie,
+    ); // out_of_bounds
+    cap.push(
+        LIAR,
+        Some(Hint {
+            region_id: 1,
+            generation: 1,
+            offset: 0,
+            base_tcp_seq: 0,
+        }),
+        0,
+        &lie,
+    ); // stale_generation
+    cap.push(
+        LIAR,
+        Some(Hint {
+            region_id: 3,
+            generation: 1,
+            offset: 0,
+            base_tcp_seq: 0,
+        }),
+        1 << 31,
+        &lie,
+    ); // seq_wrap
+    cap.push(LIAR, None, 0, &lie); // no_hint
+    let forged = cap.push(
+        LIAR,
+        Some(Hint {
+            region_id: 3,
+            generation: 1,
+            offset: 0,
+            base_tcp_seq: 0,
+        }),
+        0,
+        &lie,
+    );
+    let last = cap.frames[forged].len() - 20;
+    cap.frames[forged][last] ^= 0x01; // auth_failed
+    cap.push(
+        STRANGER,
+        Some(Hint {
+            region_id: 3,
+            generation: 1,
+            offset: 0,
+            base_tcp_seq: 0,
+        }),
+        0,
+        &lie,
+    ); // unknown_sa
+    let bad = cap.push(
+        LIAR,
+        Some(Hint {
+            region_id: 3,
+            generation: 1,
+            offset: 0,
+            base_tcp_seq: 0,
+        }),
+        0,
+        &lie,
+    );
+    cap.frames[bad][42 + 3] = (9 << 2) | 1; // malformed: version 9
+    let mut arp = vec![0xffu8; 60];
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    cap.frames.push(arp);
+    let pcap = tmp("mixed.pcap");
+    cap.write(&pcap);
+
+    let toml = format!(
+        "{}\n[[region]]\nid = 1\nlen = 200000\ngeneration = 2\nactive = true\n\n[[region]]\nid = 2\nlen = 50000\ngeneration = 1\nactive = false\n\n[[region]]\nid = 3\nlen = 10000\ngeneration = 1\nactive = true\n\n\
+         [[grant]]\nspi = {HONEST}\nregion = 1\ngeneration = 2\noffset = 1000\nlen = 100000\nbase_seq = 5000\nsha256 = \"{}\"\n\n\
+         [[grant]]\nspi = {LOW}\nregion = 2\ngeneration = 1\noffset = 0\nlen = 20000\nbase_seq = {}\nsha256 = \"{}\"\n\n\
+         [[grant]]\nspi = {LIAR}\nregion = 3\ngeneration = 1\noffset = 0\nlen = 1000\nbase_seq = 0\n",
+        keys_toml(),
+        sha256(&a),
+        u32::MAX - 5000,
+        sha256(&b)
+    );
+    let r = replay(&pcap, &toml);
+    let lies = 7 * 200; // the malformed segment counts as a packet of unknown (zero) payload
+    assert_eq!(r["payload_bytes"], 100_000 + 1400 + 20_000 + lies);
+    assert_eq!(r["cpu_copy_bytes"], 100_000 + 1400 + 20_000);
+    assert_eq!(r["staged_bytes"], 20_000);
+    assert_eq!(r["direct_bytes"], 0);
+    assert_eq!(r["rejected_bytes"], lies);
+    assert_eq!(r["duplicate_bytes"], 1400);
+    assert_eq!(r["copies_avoided"], 0.0);
+    assert_eq!(r["not_psp_frames"], 1);
+    for reason in [
+        "not_granted",
+        "out_of_bounds",
+        "stale_generation",
+        "seq_wrap",
+        "no_hint",
+        "auth_failed",
+        "unknown_sa",
+        "malformed",
+    ] {
+        assert_eq!(r["rejects"][reason], 1, "{reason}: {}", r["rejects"]);
+    }
+    assert_eq!(r["rejects"].as_object().unwrap().len(), 8);
+    let streams = r["streams"].as_array().unwrap();
+    let stream = |spi: u32| streams.iter().find(|s| s["spi"] == spi).unwrap();
+    assert_eq!(stream(HONEST)["grants"][0]["digest_ok"], true);
+    assert_eq!(stream(HONEST)["grants"][0]["complete"], true);
+    assert_eq!(stream(LOW)["grants"][0]["digest_ok"], true);
+    assert_eq!(stream(LOW)["staged_bytes"], 20_000);
+    assert_eq!(stream(LIAR)["grants"][0]["complete"], false);
+    assert_eq!(
+        stream(LIAR)["grants"][0]["missing"][0],
+        serde_json::json!([0, 1000])
+    );
+    // The liar's window is incomplete, so the run as a whole is not verified.
+    assert_eq!(r["verified"], false);
+    assert_eq!(r["missing_bytes"], 1000);
+    assert!(r["xsk_stats"].is_null() && r["xdp_counters"].is_null());
+    assert!(r["gbit_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn clean_transfer_verifies() {
+    let a = message(50_000, 9);
+    let mut cap = Capture {
+        frames: Vec::new(),
+        iv: 0,
+    };
+    let hint = Hint {
+        region_id: 5,
+        generation: 0,
+        offset: 0,
+        base_tcp_seq: 1,
+    };
+    cap.transfer(HONEST, hint, &a, |c| c);
+    let pcap = tmp("clean.pcap");
+    cap.write(&pcap);
+    let toml = format!(
+        "{}\n[[region]]\nid = 5\nlen = 50000\ngeneration = 0\nactive = true\n\n[[grant]]\nspi = {HONEST}\nregion = 5\ngeneration = 0\noffset = 0\nlen = 50000\nbase_seq = 1\nsha256 = \"{}\"\n",
+        keys_toml(),
+        sha256(&a)
+    );
+    let r = replay(&pcap, &toml);
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["missing_bytes"], 0);
+    assert_eq!(r["cpu_copy_bytes"], 50_000);
+    // With the wrong digest it must not verify.
+    let wrong = toml.replace(&sha256(&a), &sha256(b"other"));
+    assert_eq!(replay(&pcap, &wrong)["verified"], false);
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let pcap = tmp("empty.pcap");
+    Capture {
+        frames: Vec::new(),
+        iv: 0,
+    }
+    .write(&pcap);
+    for (toml, needle) in [
+        (
+            "[keys]\nmaster0 = \"zz\"\nmaster1 = \"00\"\n",
+            "master0 is not 64 hex digits",
+        ),
+        (
+            "[keys]\nmaster0 = \"00\"\n",
+            "not a valid replay configuration",
+        ),
+        (
+            &*format!(
+                "{}[[grant]]\nspi = 1\nregion = 9\ngeneration = 0\noffset = 0\nlen = 1\nbase_seq = 0\n",
+                keys_toml()
+            ),
+            "no region 9",
+        ),
+    ] {
+        let cfg = tmp("bad.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_zc-recv"))
+            .args([
+                "replay",
+                "--pcap",
+                pcap.to_str().unwrap(),
+                "--config",
+                cfg.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
