@@ -2,7 +2,7 @@
 //! grants, policy) and a batch of segments. Checks the invariants the proptests check.
 #![no_main]
 
-use libfuzzer_sys::arbitrary::{self, Arbitrary};
+use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use placement::{AccessControl, Decision, Grant, PlacementEngine, Policy, Segment};
 use psp::Hint;
