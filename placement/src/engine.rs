@@ -48,13 +48,12 @@ pub struct PendingGeneration {
 }
 
 impl Region {
-    /// (active, pending) as seen at `now`: a pending generation whose time has come counts
-    /// as active even before [`PlacementEngine::advance`] promotes it.
-    fn generations_at(&self, now: u64) -> (Option<u16>, Option<u16>) {
+    /// The active generation as seen at `now`: a pending generation whose time has come
+    /// counts as active even before [`PlacementEngine::advance`] promotes it.
+    fn active_at(&self, now: u64) -> Option<u16> {
         match self.pending {
-            Some(p) if now >= p.at => (Some(p.generation), None),
-            Some(p) => (self.active, Some(p.generation)),
-            None => (self.active, None),
+            Some(p) if now >= p.at => Some(p.generation),
+            _ => self.active,
         }
     }
 }
@@ -467,7 +466,7 @@ impl PlacementEngine {
             .regions
             .get(&hint.region_id)
             .ok_or(Reason::UnknownRegion)?;
-        let (active, _pending) = region.generations_at(now);
+        let active = region.active_at(now);
         if active.is_some_and(|a| hint.generation < a) {
             return Err(Reason::StaleGeneration);
         }

@@ -199,16 +199,15 @@ fn honest_transfer(
     e.add_region(1, REGION_BASE, region_len).unwrap();
     e.configure_generation(1, 1, 0).unwrap();
     e.add_sa(spi).unwrap();
-    let gid = e
-        .add_grant(Grant {
-            spi,
-            region_id: 1,
-            generation: 1,
-            offset,
-            len: len as u64,
-            base_seq,
-        })
-        .unwrap();
+    e.add_grant(Grant {
+        spi,
+        region_id: 1,
+        generation: 1,
+        offset,
+        len: len as u64,
+        base_seq,
+    })
+    .unwrap();
     let message: Vec<u8> = (0..len).map(|i| (i * 131 % 251) as u8).collect();
     let target = Arc::new(VecTarget::new(REGION_BASE, region_len as usize));
     let mut pipeline = CopyPipeline::new(
@@ -293,7 +292,6 @@ fn honest_transfer(
         vec![0u8; offset as usize],
         "bytes before the grant were touched"
     );
-    let _ = gid;
     Ok(())
 }
 

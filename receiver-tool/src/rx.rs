@@ -182,8 +182,9 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
 
     fn deliver(&mut self) -> Result<()> {
         self.pipeline.poll(&mut self.delivered)?;
-        let done: Vec<_> = self.delivered.drain(..).collect();
-        for d in done {
+        // Reuse the buffer: take it out for the loop (which borrows self), put it back.
+        let mut done = std::mem::take(&mut self.delivered);
+        for d in done.drain(..) {
             let len = u64::from(d.tag.placement.len);
             match d.by {
                 CopiedBy::Cpu => self.count(d.tag.spi, |c| c.cpu_copy.add(len)),
@@ -191,6 +192,7 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
             }
             self.record(d.tag.placement);
         }
+        self.delivered = done;
         Ok(())
     }
 
