@@ -1,5 +1,5 @@
-//! Installs what a fresh machine lacks: Debian packages, and (for fuzzing) cargo-fuzz with
-//! the nightly toolchain.
+//! Installs what a fresh machine lacks: Debian packages, the nightly toolchain's rust-src
+//! and bpf-linker (to build the XDP program), and (for fuzzing) cargo-fuzz.
 
 use std::process::Command;
 
@@ -7,6 +7,59 @@ use anyhow::{Context, Result, bail};
 
 /// Debian packages the tests need: tcpdump and tshark read `psp-pcap`'s output.
 pub const TEST_PACKAGES: &[&str] = &["tcpdump", "tshark"];
+
+/// Debian packages the data path needs: libxdp-sys builds libxdp and libbpf from source
+/// (clang, llvm, m4, make, pkg-config, libelf, zlib; libclang for bindgen), and the test
+/// hosts need iproute2.
+pub const DATA_PATH_PACKAGES: &[&str] = &[
+    "clang",
+    "libclang-dev",
+    "llvm",
+    "m4",
+    "make",
+    "pkg-config",
+    "libelf-dev",
+    "zlib1g-dev",
+    "iproute2",
+];
+
+/// The bpf-linker release that works with this machine's nightly LLVM.
+const BPF_LINKER_VERSION: &str = "0.10.2";
+
+fn output_of(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Makes sure the eBPF toolchain is there: nightly with rust-src, and bpf-linker.
+pub fn ebpf_toolchain() -> Result<()> {
+    let components = output_of(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .context(
+        "the nightly toolchain is missing (the XDP program is built with it): rustup toolchain install nightly",
+    )?;
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("xtask: adding rust-src to the nightly toolchain");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    let linker = output_of(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if !linker.contains(BPF_LINKER_VERSION) {
+        eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
+        run(Command::new("cargo").args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+        ]))?;
+    }
+    Ok(())
+}
 
 fn is_root() -> bool {
     Command::new("id")
@@ -40,7 +93,7 @@ pub fn debian_packages(packages: &[&str]) -> Result<()> {
         .args(["update", "-qq"])
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(["install", "-y", "-qq"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }

@@ -46,10 +46,18 @@ fn cargo() -> Command {
     cmd
 }
 
-fn test() -> Result<()> {
+/// Installs everything the build and the tests need.
+fn prepare() -> Result<()> {
     install::debian_packages(install::TEST_PACKAGES)?;
-    install::run(cargo().args(["test", "--workspace", "--all-targets", "--locked"]))?;
-    install::run(cargo().args(["test", "--workspace", "--doc", "--locked"]))
+    install::debian_packages(install::DATA_PATH_PACKAGES)?;
+    install::ebpf_toolchain()
+}
+
+fn test() -> Result<()> {
+    prepare()?;
+    // Default members only: xdp-prog is built for the BPF target by receiver-tool's build.rs.
+    install::run(cargo().args(["test", "--all-targets", "--locked"]))?;
+    install::run(cargo().args(["test", "--doc", "--locked"]))
 }
 
 fn fuzz(target: &str, seconds: u64) -> Result<()> {
@@ -84,7 +92,10 @@ fn fuzz(target: &str, seconds: u64) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Test => test(),
-        Cmd::Bench => install::run(cargo().args(["bench", "--workspace"])),
+        Cmd::Bench => {
+            prepare()?;
+            install::run(cargo().args(["bench"]))
+        }
         Cmd::Fuzz { target, seconds } => fuzz(&target, seconds),
     }
 }

@@ -1,0 +1,87 @@
+//! AF_XDP for the placement testbed, through libxdp-sys.
+//!
+//! - [`memory`]: one UMEM holds the placement regions (with guard space) and a pool of
+//!   bounce frames; huge pages when reserved, else transparent huge pages.
+//! - [`sys`]: the kernel boundary: UMEM registration in unaligned-chunk mode, one socket
+//!   per rx queue sharing it (each with its own fill ring), INHIBIT_PROG_LOAD so that our
+//!   XDP program stays in charge, zero-copy tried before copy mode, XDP_STATISTICS.
+//! - [`ring`]: the ring protocol, over kernel memory or [`fake`] in-memory rings.
+//! - [`plan`]: what each fill ring gets (predicted slots or bounce frames) and what each
+//!   RX descriptor's fill entry was for.
+
+pub mod fake;
+pub mod memory;
+pub mod plan;
+pub mod ring;
+pub mod sys;
+
+pub use memory::{Backing, GUARD, Layout, RegionSpan, UmemMemory, XDP_PACKET_HEADROOM};
+pub use plan::{FillPlanner, PlanStats, Posted, Prediction};
+pub use ring::{Consumer, Producer};
+pub use sys::{BindMode, Socket, SocketConfig, Umem, XskStats};
+
+/// An RX/TX descriptor (struct xdp_desc).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Desc {
+    /// UMEM address; in unaligned mode bits 48..64 carry the data offset.
+    pub addr: u64,
+    /// Bytes of data.
+    pub len: u32,
+    /// Options (0).
+    pub options: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Desc>() == 16);
+
+const OFFSET_SHIFT: u32 = 48;
+
+impl Desc {
+    /// The fill address the frame was posted at (bits 0..48).
+    pub fn base(&self) -> u64 {
+        self.addr & ((1 << OFFSET_SHIFT) - 1)
+    }
+
+    /// Where the data starts: base plus the offset in bits 48..64.
+    pub fn data_addr(&self) -> u64 {
+        self.base() + (self.addr >> OFFSET_SHIFT)
+    }
+}
+
+/// Errors of the crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call or libxdp call failed.
+    #[error("{0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
+    /// A layout that cannot work.
+    #[error("UMEM layout: {0}")]
+    Layout(String),
+    /// An access outside the UMEM.
+    #[error("UMEM access of {len} bytes at {addr:#x} is out of range")]
+    OutOfRange {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: usize,
+    },
+}
+
+/// Result of the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unaligned_descriptor_addresses_decode() {
+        let d = Desc {
+            addr: (256u64 << 48) | 0x1_0000,
+            len: 1400,
+            options: 0,
+        };
+        assert_eq!(d.base(), 0x1_0000);
+        assert_eq!(d.data_addr(), 0x1_0100);
+    }
+}

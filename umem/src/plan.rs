@@ -1,0 +1,374 @@
+//! The fill-ring plan: what each queue's fill ring gets, and what each RX descriptor's
+//! fill entry was for. Pure logic, no kernel: tested through fake rings.
+//!
+//! For the grant being received on a queue the plan posts, in ascending order, the fill
+//! addresses at which the next segments' payloads land exactly at their final address
+//! (payload lands at fill address + [`Layout::landing_shift`]). Each slot is posted at
+//! most once. At most `window` entries are outstanding on a queue while it predicts;
+//! without a prediction it keeps `bounce_depth` bounce frames posted.
+//!
+//! Fill entries are consumed in order, so after a descriptor of segment `j` arrives with
+//! `n` entries still outstanding, the next entry posted will be taken by segment
+//! `j + n + 1` if the stream stays in order: that is where the plan continues
+//! ([`FillPlanner::observed`]). Loss, reordering and other streams on the queue make
+//! slots catch the wrong segment; the receiver then copies, and
+//! [`FillPlanner::blocking_slot`] tells it when a copy must wait because its destination
+//! is still posted to the kernel.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::memory::Layout;
+use crate::ring::Producer;
+
+/// What to predict for one grant on one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prediction {
+    /// The receiver's name for the grant.
+    pub key: u64,
+    /// Where segment 0's payload belongs (UMEM offset).
+    pub first_landing: u64,
+    /// Payload bytes per segment.
+    pub mss: u32,
+    /// Segments in the grant.
+    pub segments: u64,
+}
+
+/// What a fill entry was posted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Posted {
+    /// Segment `index` of grant `key`.
+    Slot {
+        /// Grant.
+        key: u64,
+        /// Segment index within the grant.
+        index: u64,
+    },
+    /// Bounce frame number.
+    Bounce(u32),
+}
+
+#[derive(Debug, Default)]
+struct QueuePlan {
+    posted: VecDeque<(u64, Posted)>,
+    /// Predictions in order, each with its cursor (next segment index to post).
+    predictions: VecDeque<(Prediction, u64)>,
+}
+
+impl QueuePlan {
+    fn current(&mut self) -> Option<&mut (Prediction, u64)> {
+        self.predictions.iter_mut().find(|(p, c)| *c < p.segments)
+    }
+}
+
+/// Counters of the plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanStats {
+    /// Fill entries posted for predicted slots.
+    pub slots_posted: u64,
+    /// Bounce frames posted.
+    pub bounces_posted: u64,
+    /// Times the plan moved a cursor because a segment arrived elsewhere than predicted.
+    pub resyncs: u64,
+    /// Fill entries never returned in order (the kernel skipped them); their frames are
+    /// not reused.
+    pub skipped: u64,
+}
+
+/// The fill plan of all queues sharing one UMEM.
+#[derive(Debug)]
+pub struct FillPlanner {
+    layout: Layout,
+    window: usize,
+    bounce_depth: usize,
+    queues: Vec<QueuePlan>,
+    free_bounce: Vec<u32>,
+    /// Landing addresses of slots posted and not yet returned.
+    outstanding_slots: BTreeSet<u64>,
+    stats: PlanStats,
+}
+
+impl FillPlanner {
+    /// A plan for `queues` queues over `layout`, all bounce frames free.
+    pub fn new(layout: &Layout, queues: usize, window: u32, bounce_depth: u32) -> Self {
+        Self {
+            layout: layout.clone(),
+            window: window.max(1) as usize,
+            bounce_depth: bounce_depth.max(1) as usize,
+            queues: (0..queues).map(|_| QueuePlan::default()).collect(),
+            free_bounce: (0..layout.bounce_frames).rev().collect(),
+            outstanding_slots: BTreeSet::new(),
+            stats: PlanStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> PlanStats {
+        self.stats
+    }
+
+    /// Entries outstanding on `queue`.
+    pub fn outstanding(&self, queue: usize) -> usize {
+        self.queues.get(queue).map_or(0, |q| q.posted.len())
+    }
+
+    /// Starts predicting `p` on `queue` from segment `next_index` (0 for a new grant): the
+    /// entries already outstanding will be taken by the segments before it, so the first
+    /// slot posted is `next_index + outstanding`.
+    pub fn predict(&mut self, queue: usize, p: Prediction, next_index: u64) {
+        if let Some(q) = self.queues.get_mut(queue) {
+            let cursor = next_index + q.posted.len() as u64;
+            q.predictions.push_back((p, cursor));
+        }
+    }
+
+    /// Stops predicting grant `key` (completed or revoked). Posted slots stay posted.
+    pub fn forget(&mut self, key: u64) {
+        for q in &mut self.queues {
+            q.predictions.retain(|(p, _)| p.key != key);
+        }
+    }
+
+    /// Posts what `queue` needs to `fill`; returns how many entries were posted.
+    pub fn refill(&mut self, queue: usize, fill: &mut Producer<u64>) -> u32 {
+        let Some(q) = self.queues.get_mut(queue) else {
+            return 0;
+        };
+        let free = fill.free() as usize;
+        let mut batch: Vec<(u64, Posted)> = Vec::new();
+        while batch.len() < free {
+            let outstanding = q.posted.len() + batch.len();
+            if let Some((p, cursor)) = q.current() {
+                if outstanding >= self.window {
+                    break;
+                }
+                let landing = p.first_landing + *cursor * u64::from(p.mss);
+                let index = *cursor;
+                *cursor += 1;
+                if let Some(addr) = self.layout.fill_addr_for(landing) {
+                    batch.push((addr, Posted::Slot { key: p.key, index }));
+                }
+            } else {
+                if outstanding >= self.bounce_depth {
+                    break;
+                }
+                let Some(i) = self.free_bounce.pop() else {
+                    break;
+                };
+                batch.push((self.layout.bounce_addr(i), Posted::Bounce(i)));
+            }
+        }
+        let n = fill.produce(batch.iter().map(|(addr, _)| *addr)) as usize;
+        // Everything fits (batch ≤ free); anything refused goes back.
+        for (_, posted) in batch.drain(n..) {
+            if let Posted::Bounce(i) = posted {
+                self.free_bounce.push(i);
+            }
+        }
+        let shift = self.layout.landing_shift();
+        for (addr, posted) in batch {
+            match posted {
+                Posted::Slot { .. } => {
+                    self.stats.slots_posted += 1;
+                    self.outstanding_slots.insert(addr + shift);
+                }
+                Posted::Bounce(_) => self.stats.bounces_posted += 1,
+            }
+            q.posted.push_back((addr, posted));
+        }
+        n as u32
+    }
+
+    /// An RX descriptor on `queue` came back with fill address `addr`: what it was
+    /// posted for. `None` when `addr` was not outstanding on this queue.
+    pub fn consumed(&mut self, queue: usize, addr: u64) -> Option<Posted> {
+        let q = self.queues.get_mut(queue)?;
+        let at = q.posted.iter().position(|(a, _)| *a == addr)?;
+        let shift = self.layout.landing_shift();
+        for (a, posted) in q.posted.drain(..=at) {
+            if let Posted::Slot { .. } = posted {
+                self.outstanding_slots.remove(&(a + shift));
+            }
+            if a == addr {
+                return Some(posted);
+            }
+            self.stats.skipped += 1;
+        }
+        None
+    }
+
+    /// Segment `index` of grant `key` has just been received on `queue` (after
+    /// [`consumed`](Self::consumed)). Moves the queue's cursor so that the next slot
+    /// posted is the one the next segment in order will take.
+    pub fn observed(&mut self, queue: usize, key: u64, index: u64) {
+        let Some(q) = self.queues.get_mut(queue) else {
+            return;
+        };
+        let outstanding = q.posted.len() as u64;
+        if let Some((p, cursor)) = q.current()
+            && p.key == key
+        {
+            let next = index + outstanding + 1;
+            if next > *cursor {
+                *cursor = next;
+                self.stats.resyncs += 1;
+            }
+        }
+    }
+
+    /// Returns a bounce frame after its payload was handled.
+    pub fn release_bounce(&mut self, i: u32) {
+        debug_assert!(!self.free_bounce.contains(&i), "bounce frame {i} freed twice");
+        self.free_bounce.push(i);
+    }
+
+    /// The landing address of a posted slot that the kernel may still write and that
+    /// overlaps `dst..dst+len`, if any: a copy there must wait until that slot returns.
+    pub fn blocking_slot(&self, dst: u64, len: u64) -> Option<u64> {
+        let reach = self.layout.max_frame_payload();
+        let from = dst.saturating_sub(reach - 1);
+        self.outstanding_slots
+            .range(from..dst.saturating_add(len))
+            .next()
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeRing;
+    use crate::memory::GUARD;
+
+    const MSS: u32 = 1000;
+
+    fn setup(window: u32, bounce: u32) -> (Layout, FillPlanner, FakeRing<u64>) {
+        let layout = Layout::new(&[(1, 1 << 20)], 64, 2048).unwrap();
+        let planner = FillPlanner::new(&layout, 1, window, bounce);
+        (layout, planner, FakeRing::new(64, 0))
+    }
+
+    fn pred(segments: u64) -> Prediction {
+        Prediction {
+            key: 7,
+            first_landing: GUARD,
+            mss: MSS,
+            segments,
+        }
+    }
+
+    /// Plays the kernel: delivers `arrivals` (segment indices of grant 7) one per fill
+    /// entry, in order; returns how many landed exactly where they belong.
+    fn run(
+        layout: &Layout,
+        planner: &mut FillPlanner,
+        ring: &mut FakeRing<u64>,
+        arrivals: &[u64],
+    ) -> usize {
+        let (mut fill, mut kernel) = ring.sides();
+        let mut direct = 0;
+        let mut entry = Vec::new();
+        for &j in arrivals {
+            planner.refill(0, &mut fill);
+            entry.clear();
+            assert_eq!(kernel.consume(&mut entry, 1), 1, "fill ring ran dry");
+            let addr = entry[0];
+            let landed = addr + layout.landing_shift();
+            match planner.consumed(0, addr).expect("entry was posted") {
+                Posted::Slot { .. } => {
+                    if landed == GUARD + j * u64::from(MSS) {
+                        direct += 1;
+                    }
+                }
+                Posted::Bounce(i) => planner.release_bounce(i),
+            }
+            planner.observed(0, 7, j);
+        }
+        direct
+    }
+
+    #[test]
+    fn in_order_stream_lands_directly_after_the_bounce_frames_ahead_of_it() {
+        let (layout, mut planner, mut ring) = setup(16, 4);
+        {
+            let (mut fill, _) = ring.sides();
+            assert_eq!(planner.refill(0, &mut fill), 4, "idle queue keeps 4 bounce frames");
+        }
+        planner.predict(0, pred(200), 0);
+        let arrivals: Vec<u64> = (0..200).collect();
+        let direct = run(&layout, &mut planner, &mut ring, &arrivals);
+        assert_eq!(direct, 196, "only the 4 segments that took bounce frames miss");
+        assert!(planner.outstanding(0) <= 16);
+    }
+
+    #[test]
+    fn a_lost_segment_costs_at_most_a_window_then_the_plan_resyncs() {
+        let (layout, mut planner, mut ring) = setup(8, 4);
+        planner.predict(0, pred(300), 0);
+        let arrivals: Vec<u64> = (0..300).filter(|j| *j != 50).collect();
+        let direct = run(&layout, &mut planner, &mut ring, &arrivals);
+        // Segments 51..=58 take the 8 slots posted for 50..=57; all later land directly.
+        assert_eq!(direct, 299 - 8);
+        assert!(planner.stats().resyncs >= 1);
+    }
+
+    #[test]
+    fn slots_are_posted_once_and_never_beyond_the_grant() {
+        let (layout, mut planner, mut ring) = setup(8, 2);
+        planner.predict(0, pred(10), 0);
+        let (mut fill, mut kernel) = ring.sides();
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for _ in 0..40 {
+            planner.refill(0, &mut fill);
+            out.clear();
+            kernel.consume(&mut out, 3);
+            for &addr in &out {
+                assert!(seen.insert(addr) || layout.bounce_index(addr).is_some());
+                if let Some(Posted::Bounce(i)) = planner.consumed(0, addr) {
+                    planner.release_bounce(i);
+                }
+            }
+        }
+        assert_eq!(planner.stats().slots_posted, 10);
+    }
+
+    #[test]
+    fn copies_into_posted_slots_are_blocked_until_the_slot_returns() {
+        let (layout, mut planner, mut ring) = setup(4, 1);
+        planner.predict(0, pred(100), 0);
+        let (mut fill, mut kernel) = ring.sides();
+        planner.refill(0, &mut fill);
+        // Slots 0..4 are posted: a copy of segment 2 must wait (slot 1's frame may reach
+        // into it: a frame can carry up to 1792 bytes), segment 10 need not.
+        assert_eq!(planner.blocking_slot(GUARD + 2 * 1000, 1000), Some(GUARD + 1000));
+        assert_eq!(planner.blocking_slot(GUARD + 10_000, 1000), None);
+        // A copy just before slot 0 that reaches into it is blocked too.
+        assert!(planner.blocking_slot(GUARD - 10, 20).is_some());
+        let mut out = Vec::new();
+        kernel.consume(&mut out, 3);
+        for a in &out {
+            planner.consumed(0, *a);
+        }
+        assert_eq!(planner.blocking_slot(GUARD + 2 * 1000, 1000), None);
+        assert_eq!(
+            planner.blocking_slot(GUARD + 3 * 1000, 1),
+            Some(GUARD + 3000),
+            "slot 3 is still posted"
+        );
+        assert_eq!(layout.landing_shift(), 256);
+    }
+
+    #[test]
+    fn consumed_rejects_unknown_addresses_and_counts_skipped_entries() {
+        let (layout, mut planner, mut ring) = setup(4, 4);
+        let (mut fill, _) = ring.sides();
+        planner.refill(0, &mut fill);
+        assert_eq!(planner.consumed(0, 12345), None);
+        assert_eq!(planner.outstanding(0), 4);
+        // Entry 2 returning first means entries 0 and 1 were skipped.
+        let third = layout.bounce_addr(2);
+        assert_eq!(planner.consumed(0, third), Some(Posted::Bounce(2)));
+        assert_eq!(planner.stats().skipped, 2);
+        assert_eq!(planner.outstanding(0), 1);
+    }
+}

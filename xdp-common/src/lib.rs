@@ -1,0 +1,244 @@
+//! What the XDP program (`xdp-prog`) and the receiver share: the header record it writes
+//! into the header ring for every split packet, the names of its maps, and its counters.
+//!
+//! `no_std`, no dependencies: it is compiled for the BPF target too.
+
+#![no_std]
+
+use core::mem::offset_of;
+
+/// Bytes of PSP header (+VC, +hint) and TCP header a record can hold: 40 + 60.
+pub const MAX_HDR: usize = 104;
+/// Longest PSP header the program splits: base 16, VC 8, hint 16.
+pub const MAX_PSP_HDR: usize = 40;
+/// Payload bytes copied into the record as the pairing tag.
+pub const TAG_LEN: usize = 8;
+/// Bytes of the ICV.
+pub const ICV_LEN: usize = 16;
+/// Most rx queues the program serves (entries of the XSKMAP and of the sequence array).
+pub const MAX_QUEUES: u32 = 64;
+/// Size of the header ring (a BPF ring buffer), in bytes: a power of two and a multiple
+/// of the page size. 8 MiB holds ~40,000 records.
+pub const HEADER_RING_BYTES: u32 = 8 << 20;
+
+/// Name of the XDP program function.
+pub const PROGRAM: &str = "zc_split";
+/// Map names.
+pub mod map {
+    /// The header ring (BPF_MAP_TYPE_RINGBUF).
+    pub const HEADERS: &str = "HEADERS";
+    /// rx queue → AF_XDP socket (BPF_MAP_TYPE_XSKMAP).
+    pub const XSKS: &str = "XSKS";
+    /// Per-CPU counters indexed by [`Counter`](super::Counter).
+    pub const COUNTERS: &str = "COUNTERS";
+    /// rx queue → next record sequence number.
+    pub const QUEUE_SEQ: &str = "QUEUE_SEQ";
+}
+
+/// What happened to a packet; the program counts each outcome per CPU.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Header record written, payload redirected to the queue's AF_XDP socket.
+    Redirected = 0,
+    /// Not PSP over UDP port 1000 (ARP, control connection, other traffic): passed.
+    PassNotPsp,
+    /// PSP, but no AF_XDP socket on this rx queue: passed.
+    PassNoSocket,
+    /// PSP that cannot be split (not TCP, header too long, TCP header encrypted, too
+    /// short): passed.
+    PassUnsplittable,
+    /// The header ring was full: dropped.
+    DropRingFull,
+    /// `bpf_xdp_adjust_tail`/`adjust_head` failed: dropped.
+    DropAdjustFailed,
+    /// The record was written but the redirect failed (socket gone): aborted.
+    RedirectFailed,
+}
+
+impl Counter {
+    /// Number of counters.
+    pub const COUNT: usize = 7;
+    /// Every counter, in index order.
+    pub const ALL: [Counter; Self::COUNT] = [
+        Counter::Redirected,
+        Counter::PassNotPsp,
+        Counter::PassNoSocket,
+        Counter::PassUnsplittable,
+        Counter::DropRingFull,
+        Counter::DropAdjustFailed,
+        Counter::RedirectFailed,
+    ];
+
+    /// Name in reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Counter::Redirected => "redirected",
+            Counter::PassNotPsp => "pass_not_psp",
+            Counter::PassNoSocket => "pass_no_socket",
+            Counter::PassUnsplittable => "pass_unsplittable",
+            Counter::DropRingFull => "drop_ring_full",
+            Counter::DropAdjustFailed => "drop_adjust_failed",
+            Counter::RedirectFailed => "redirect_failed",
+        }
+    }
+}
+
+/// One record of the header ring: everything the receiver needs about a packet whose
+/// descriptor holds only the payload. Native-endian integers, C layout.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderRecord {
+    /// rx queue the packet arrived on.
+    pub queue: u32,
+    /// Per-queue sequence number (wraps).
+    pub seq: u32,
+    /// Bytes of payload left in the descriptor.
+    pub payload_len: u32,
+    /// Valid bytes of `hdr`: PSP header (with VC and hint) through the TCP header.
+    pub hdr_len: u16,
+    /// Valid bytes of `tag` (less than [`TAG_LEN`] for short payloads).
+    pub tag_len: u16,
+    /// UDP source port (flow entropy).
+    pub udp_src: u16,
+    /// UDP destination port.
+    pub udp_dst: u16,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// Padding, zero.
+    pub pad: [u8; 3],
+    /// Source address: IPv6, or IPv4 in the first 4 bytes.
+    pub src_ip: [u8; 16],
+    /// Destination address, same form.
+    pub dst_ip: [u8; 16],
+    /// The ICV trimmed from the packet's end.
+    pub icv: [u8; ICV_LEN],
+    /// The first payload bytes.
+    pub tag: [u8; TAG_LEN],
+    /// PSP header through TCP header.
+    pub hdr: [u8; MAX_HDR],
+}
+
+/// Bytes of a record.
+pub const RECORD_LEN: usize = core::mem::size_of::<HeaderRecord>();
+
+fn array<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..at + N)?.try_into().ok()
+}
+
+impl HeaderRecord {
+    /// Reads a record from the bytes of a ring-buffer entry; `None` when too short.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() < RECORD_LEN {
+            return None;
+        }
+        let u32_at = |at| array::<4>(b, at).map(u32::from_ne_bytes);
+        let u16_at = |at| array::<2>(b, at).map(u16::from_ne_bytes);
+        Some(Self {
+            queue: u32_at(offset_of!(Self, queue))?,
+            seq: u32_at(offset_of!(Self, seq))?,
+            payload_len: u32_at(offset_of!(Self, payload_len))?,
+            hdr_len: u16_at(offset_of!(Self, hdr_len))?,
+            tag_len: u16_at(offset_of!(Self, tag_len))?,
+            udp_src: u16_at(offset_of!(Self, udp_src))?,
+            udp_dst: u16_at(offset_of!(Self, udp_dst))?,
+            ip_version: *b.get(offset_of!(Self, ip_version))?,
+            pad: [0; 3],
+            src_ip: array(b, offset_of!(Self, src_ip))?,
+            dst_ip: array(b, offset_of!(Self, dst_ip))?,
+            icv: array(b, offset_of!(Self, icv))?,
+            tag: array(b, offset_of!(Self, tag))?,
+            hdr: array(b, offset_of!(Self, hdr))?,
+        })
+    }
+
+    /// The valid part of `hdr`.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.hdr[..usize::from(self.hdr_len).min(MAX_HDR)]
+    }
+
+    /// The valid part of `tag`.
+    pub fn tag_bytes(&self) -> &[u8] {
+        &self.tag[..usize::from(self.tag_len).min(TAG_LEN)]
+    }
+
+    /// An all-zero record (a starting point for tests and the eBPF side).
+    pub const fn zeroed() -> Self {
+        Self {
+            queue: 0,
+            seq: 0,
+            payload_len: 0,
+            hdr_len: 0,
+            tag_len: 0,
+            udp_src: 0,
+            udp_dst: 0,
+            ip_version: 0,
+            pad: [0; 3],
+            src_ip: [0; 16],
+            dst_ip: [0; 16],
+            icv: [0; ICV_LEN],
+            tag: [0; TAG_LEN],
+            hdr: [0; MAX_HDR],
+        }
+    }
+
+    /// The record's bytes, as the eBPF side lays them out (for tests of the reader).
+    pub fn to_bytes(&self, out: &mut [u8; RECORD_LEN]) {
+        let mut put = |at: usize, src: &[u8]| out[at..at + src.len()].copy_from_slice(src);
+        put(offset_of!(Self, queue), &self.queue.to_ne_bytes());
+        put(offset_of!(Self, seq), &self.seq.to_ne_bytes());
+        put(offset_of!(Self, payload_len), &self.payload_len.to_ne_bytes());
+        put(offset_of!(Self, hdr_len), &self.hdr_len.to_ne_bytes());
+        put(offset_of!(Self, tag_len), &self.tag_len.to_ne_bytes());
+        put(offset_of!(Self, udp_src), &self.udp_src.to_ne_bytes());
+        put(offset_of!(Self, udp_dst), &self.udp_dst.to_ne_bytes());
+        put(offset_of!(Self, ip_version), &[self.ip_version]);
+        put(offset_of!(Self, src_ip), &self.src_ip);
+        put(offset_of!(Self, dst_ip), &self.dst_ip);
+        put(offset_of!(Self, icv), &self.icv);
+        put(offset_of!(Self, tag), &self.tag);
+        put(offset_of!(Self, hdr), &self.hdr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_through_bytes() {
+        let mut r = HeaderRecord::zeroed();
+        r.queue = 3;
+        r.seq = 0xdead_beef;
+        r.payload_len = 1400;
+        r.hdr_len = 52;
+        r.tag_len = 8;
+        r.udp_src = 40000;
+        r.udp_dst = 1000;
+        r.ip_version = 4;
+        r.src_ip[..4].copy_from_slice(&[10, 0, 0, 1]);
+        r.icv = [7; ICV_LEN];
+        r.tag = [1, 2, 3, 4, 5, 6, 7, 8];
+        r.hdr[51] = 9;
+        let mut bytes = [0u8; RECORD_LEN];
+        r.to_bytes(&mut bytes);
+        assert_eq!(HeaderRecord::from_bytes(&bytes), Some(r));
+        assert_eq!(HeaderRecord::from_bytes(&bytes[..RECORD_LEN - 1]), None);
+        assert_eq!(r.header_bytes().len(), 52);
+        assert_eq!(r.tag_bytes(), &[1, 2, 3, 4, 5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn record_size_is_a_multiple_of_8() {
+        // The ring buffer reserves 8-byte aligned records.
+        assert_eq!(RECORD_LEN % 8, 0);
+        assert_eq!(RECORD_LEN, 184);
+    }
+
+    #[test]
+    fn counter_indices_match_all() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The testbed's XDP program. For PSP over UDP port 1000 carrying TCP with a clear TCP
+//! header, on an rx queue with an AF_XDP socket, it
+//! 1. writes a [`HeaderRecord`] (PSP header through TCP header, ICV, flow, lengths,
+//!    per-queue sequence number, first payload bytes) into the `HEADERS` ring buffer;
+//! 2. trims the ICV (`bpf_xdp_adjust_tail`) and strips the headers (`bpf_xdp_adjust_head`)
+//!    so that the AF_XDP descriptor holds the payload only;
+//! 3. redirects to the queue's socket in `XSKS`.
+//!
+//! Everything else passes to the kernel. Every outcome is counted per CPU in `COUNTERS`.
+//!
+//! Minimum kernel: 5.18 (`bpf_xdp_load_bytes`; ring buffers need 5.8).
+
+#![no_std]
+#![no_main]
+
+use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS};
+use aya_ebpf::helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes};
+use aya_ebpf::macros::{map, xdp};
+use aya_ebpf::maps::{Array, PerCpuArray, RingBuf, XskMap};
+use aya_ebpf::programs::XdpContext;
+use xdp_common::{
+    Counter, HEADER_RING_BYTES, HeaderRecord, ICV_LEN, MAX_HDR, MAX_PSP_HDR, MAX_QUEUES, TAG_LEN,
+};
+
+#[map(name = "HEADERS")]
+static HEADERS: RingBuf = RingBuf::with_byte_size(HEADER_RING_BYTES, 0);
+#[map(name = "XSKS")]
+static XSKS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT as u32, 0);
+#[map(name = "QUEUE_SEQ")]
+static QUEUE_SEQ: Array<u32> = Array::with_max_entries(MAX_QUEUES, 0);
+
+const PSP_PORT: u16 = 1000;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_TCP: u8 = 6;
+
+#[xdp]
+pub fn zc_split(ctx: XdpContext) -> u32 {
+    let (action, counter) = split(&ctx);
+    if let Some(n) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU array slot, only this CPU writes it.
+        unsafe { *n += 1 };
+    }
+    action
+}
+
+/// Copies `N` packet bytes at `off` into `buf`.
+#[inline(always)]
+fn load<const N: usize>(ctx: &XdpContext, off: u32, buf: &mut [u8; N]) -> Option<()> {
+    // SAFETY: the helper checks the packet range and writes at most N bytes into buf.
+    let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, off, buf.as_mut_ptr().cast(), N as u32) };
+    (r == 0).then_some(())
+}
+
+/// Where the PSP header starts, and the flow.
+struct Flow {
+    psp: u32,
+    ip_version: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    udp_src: u16,
+    udp_dst: u16,
+}
+
+#[inline(always)]
+fn locate(ctx: &XdpContext) -> Option<Flow> {
+    let mut eth = [0u8; 18];
+    load(ctx, 0, &mut eth)?;
+    let (mut ethertype, mut off) = (u16::from_be_bytes([eth[12], eth[13]]), 14u32);
+    if ethertype == 0x8100 {
+        ethertype = u16::from_be_bytes([eth[16], eth[17]]);
+        off = 18;
+    }
+    let mut flow = Flow {
+        psp: 0,
+        ip_version: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        udp_src: 0,
+        udp_dst: 0,
+    };
+    match ethertype {
+        0x0800 => {
+            let mut ip = [0u8; 20];
+            load(ctx, off, &mut ip)?;
+            let ihl = u32::from(ip[0] & 0x0f) * 4;
+            let fragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != IPPROTO_UDP || fragmented {
+                return None;
+            }
+            flow.ip_version = 4;
+            flow.src[..4].copy_from_slice(&ip[12..16]);
+            flow.dst[..4].copy_from_slice(&ip[16..20]);
+            off += ihl;
+        }
+        0x86dd => {
+            let mut ip = [0u8; 40];
+            load(ctx, off, &mut ip)?;
+            if ip[0] >> 4 != 6 || ip[6] != IPPROTO_UDP {
+                return None;
+            }
+            flow.ip_version = 6;
+            flow.src.copy_from_slice(&ip[8..24]);
+            flow.dst.copy_from_slice(&ip[24..40]);
+            off += 40;
+        }
+        _ => return None,
+    }
+    let mut udp = [0u8; 8];
+    load(ctx, off, &mut udp)?;
+    flow.udp_src = u16::from_be_bytes([udp[0], udp[1]]);
+    flow.udp_dst = u16::from_be_bytes([udp[2], udp[3]]);
+    if flow.udp_dst != PSP_PORT {
+        return None;
+    }
+    flow.psp = off + 8;
+    Some(flow)
+}
+
+/// Lengths of a splittable PSP segment: (header bytes through TCP, payload bytes).
+#[inline(always)]
+fn measure(ctx: &XdpContext, psp: u32) -> Option<(u32, u32)> {
+    let mut base = [0u8; 8];
+    load(ctx, psp, &mut base)?;
+    let psp_len = 8 + 8 * u32::from(base[1]);
+    let crypt_start = 16 + 4 * u32::from(base[2] & 0x3f);
+    let gmac = (base[3] >> 2) & 0x0f >= 2;
+    if base[0] != IPPROTO_TCP || !(16..=MAX_PSP_HDR as u32).contains(&psp_len) {
+        return None;
+    }
+    let mut tcp = [0u8; 20];
+    load(ctx, psp + psp_len, &mut tcp)?;
+    let tcp_len = u32::from(tcp[12] >> 4) * 4;
+    let hdr_len = psp_len + tcp_len;
+    // GCM: the payload must be exactly the encrypted part, so that the record holds all
+    // of the AAD and the descriptor all of the ciphertext.
+    if tcp_len < 20 || hdr_len > MAX_HDR as u32 || (!gmac && crypt_start != hdr_len) {
+        return None;
+    }
+    let pkt_len = (ctx.data_end() - ctx.data()) as u32;
+    let payload_len = pkt_len.checked_sub(psp + hdr_len + ICV_LEN as u32)?;
+    Some((hdr_len, payload_len))
+}
+
+#[inline(always)]
+fn split(ctx: &XdpContext) -> (u32, Counter) {
+    let Some(flow) = locate(ctx) else {
+        return (XDP_PASS, Counter::PassNotPsp);
+    };
+    let Some((hdr_len, payload_len)) = measure(ctx, flow.psp) else {
+        return (XDP_PASS, Counter::PassUnsplittable);
+    };
+    let queue = ctx.rx_queue_index();
+    if XSKS.get(queue).is_none() {
+        return (XDP_PASS, Counter::PassNoSocket);
+    }
+    let Some(mut entry) = HEADERS.reserve::<HeaderRecord>(0) else {
+        return (XDP_DROP, Counter::DropRingFull);
+    };
+    let rec = entry.as_mut_ptr();
+    let pkt_len = (ctx.data_end() - ctx.data()) as u32;
+    let payload = flow.psp + hdr_len;
+    let tag_len = if payload_len < TAG_LEN as u32 { payload_len } else { TAG_LEN as u32 };
+    // SAFETY: `rec` points to a reserved, exclusively owned ring-buffer record of
+    // size_of::<HeaderRecord>() bytes; every write stays inside it (lengths are bounded
+    // by MAX_HDR, TAG_LEN and ICV_LEN above).
+    let loaded = unsafe {
+        (*rec).queue = queue;
+        (*rec).payload_len = payload_len;
+        (*rec).hdr_len = hdr_len as u16;
+        (*rec).tag_len = tag_len as u16;
+        (*rec).udp_src = flow.udp_src;
+        (*rec).udp_dst = flow.udp_dst;
+        (*rec).ip_version = flow.ip_version;
+        (*rec).pad = [0; 3];
+        (*rec).src_ip = flow.src;
+        (*rec).dst_ip = flow.dst;
+        (*rec).tag = [0; TAG_LEN];
+        let hdr_ok = bpf_xdp_load_bytes(
+            ctx.ctx,
+            flow.psp,
+            (*rec).hdr.as_mut_ptr().cast(),
+            hdr_len & 0x7f,
+        ) == 0;
+        let icv_ok = bpf_xdp_load_bytes(
+            ctx.ctx,
+            pkt_len - ICV_LEN as u32,
+            (*rec).icv.as_mut_ptr().cast(),
+            ICV_LEN as u32,
+        ) == 0;
+        let tag_ok = tag_len == 0
+            || bpf_xdp_load_bytes(ctx.ctx, payload, (*rec).tag.as_mut_ptr().cast(), tag_len & 0x0f)
+                == 0;
+        hdr_ok && icv_ok && tag_ok
+    };
+    if !loaded {
+        entry.discard(0);
+        return (XDP_PASS, Counter::PassUnsplittable);
+    }
+    // SAFETY: the helpers check their deltas against the packet; on failure the packet
+    // is dropped below.
+    let adjusted = unsafe {
+        bpf_xdp_adjust_tail(ctx.ctx, -(ICV_LEN as i32)) == 0
+            && bpf_xdp_adjust_head(ctx.ctx, payload as i32) == 0
+    };
+    if !adjusted {
+        entry.discard(0);
+        return (XDP_DROP, Counter::DropAdjustFailed);
+    }
+    let seq = match QUEUE_SEQ.get_ptr_mut(queue) {
+        // SAFETY: an array slot; one rx queue is processed by one CPU at a time.
+        Some(p) => unsafe {
+            let s = *p;
+            *p = s.wrapping_add(1);
+            s
+        },
+        None => 0,
+    };
+    // SAFETY: as above, the record is still exclusively ours.
+    unsafe { (*rec).seq = seq };
+    entry.submit(0);
+    match XSKS.redirect(queue, 0) {
+        Ok(action) => (action, Counter::Redirected),
+        Err(action) => (action, Counter::RedirectFailed),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
