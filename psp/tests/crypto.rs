@@ -344,3 +344,64 @@ fn locate_rejects_non_psp_frames() {
         Err(Error::NotPsp("UDP destination port is not 1000"))
     );
 }
+
+/// The receiver's split path: header (through TCP) and payload in different places, ICV
+/// beside. Every version opens; a flipped payload, header or ICV bit fails.
+#[test]
+fn split_segments_open_like_whole_ones() {
+    let flow = FlowTemplate {
+        eth_src: [2; 6],
+        eth_dst: [4; 6],
+        ip: IpEndpoints::V4 {
+            src: [10, 0, 0, 1],
+            dst: [10, 0, 0, 2],
+        },
+        udp_src_port: 40000,
+        tcp_src_port: 1,
+        tcp_dst_port: 2,
+        vc: None,
+        ttl: 64,
+    };
+    for version in Version::ALL {
+        let sa = sa(0x4000_0001, version);
+        let builder = FrameBuilder::new(flow, &sa);
+        let spec = SegmentSpec {
+            iv: 9,
+            hint: Some(Hint {
+                region_id: 1,
+                generation: 1,
+                offset: 0,
+                base_tcp_seq: 5,
+            }),
+            seq: 5,
+            ack: 0,
+            psh: false,
+        };
+        let body = payload(1400);
+        let mut frame = vec![0u8; 1600];
+        let len = builder.build(&mut frame, &spec, &body).unwrap();
+        let loc = locate(&frame[..len]).unwrap();
+        let seg = frame[loc.segment].to_vec();
+        // payload_offset is relative to the frame; the segment starts at loc.segment.start.
+        let hdr_len = builder.payload_offset(true) - (len - seg.len());
+        let icv: [u8; ICV_LEN] = seg[seg.len() - ICV_LEN..].try_into().unwrap();
+        let open = |hdr: &[u8], payload: &mut Vec<u8>, icv: &[u8; ICV_LEN]| {
+            sa.open_split(hdr, payload, icv)
+        };
+        let mut pl = seg[hdr_len..seg.len() - ICV_LEN].to_vec();
+        open(&seg[..hdr_len], &mut pl, &icv).unwrap_or_else(|e| panic!("{version}: {e}"));
+        assert_eq!(pl, body, "{version}: plaintext");
+
+        let mut pl = seg[hdr_len..seg.len() - ICV_LEN].to_vec();
+        pl[700] ^= 1;
+        assert!(open(&seg[..hdr_len], &mut pl, &icv).is_err(), "{version}: payload bit");
+        let mut hdr = seg[..hdr_len].to_vec();
+        hdr[hdr_len - 10] ^= 0x80; // a TCP header byte
+        let mut pl = seg[hdr_len..seg.len() - ICV_LEN].to_vec();
+        assert!(open(&hdr, &mut pl, &icv).is_err(), "{version}: header bit");
+        let mut bad = icv;
+        bad[0] ^= 1;
+        let mut pl = seg[hdr_len..seg.len() - ICV_LEN].to_vec();
+        assert!(open(&seg[..hdr_len], &mut pl, &bad).is_err(), "{version}: ICV bit");
+    }
+}

@@ -105,7 +105,7 @@ pub struct Socket {
     /// The queue it is bound to.
     pub queue: u32,
     // Declared last: dropped after the socket is deleted.
-    umem: Arc<UmemHandle>,
+    _umem: Arc<UmemHandle>,
 }
 
 // SAFETY: a Socket owns its rings; moving it to another thread moves them all.
@@ -284,7 +284,7 @@ impl Umem {
             comp: Consumer::new(cons_mem(&comp)),
             mode,
             queue: config.queue,
-            umem: Arc::clone(&self.handle),
+            _umem: Arc::clone(&self.handle),
         })
     }
 }
