@@ -31,6 +31,17 @@ impl RangeSet {
         (r.end - r.start) - overlapped
     }
 
+    /// Whether every byte of `r` is covered.
+    pub fn contains(&self, r: Range<u64>) -> bool {
+        if r.start >= r.end {
+            return true;
+        }
+        let i = self.ranges.partition_point(|x| x.end < r.end);
+        self.ranges
+            .get(i)
+            .is_some_and(|x| x.start <= r.start && r.end <= x.end)
+    }
+
     /// Bytes covered.
     pub fn covered(&self) -> u64 {
         self.ranges.iter().map(|r| r.end - r.start).sum()
@@ -128,6 +139,17 @@ impl GrantProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contains_needs_full_cover() {
+        let mut s = RangeSet::default();
+        s.insert(10..20);
+        s.insert(30..40);
+        assert!(s.contains(10..20) && s.contains(12..18) && s.contains(30..31));
+        assert!(!s.contains(15..25) && !s.contains(5..12) && !s.contains(19..31));
+        assert!(!s.contains(40..41) && !s.contains(0..1));
+        assert!(s.contains(7..7), "empty range");
+    }
 
     #[test]
     fn out_of_order_duplicates_and_gaps() {

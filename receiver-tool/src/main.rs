@@ -1,9 +1,12 @@
-//! `zc-recv`: the testbed's receiver. This version offers the offline `replay` mode; live
-//! AF_XDP receive arrives with the data path.
+//! `zc-recv`: the testbed's receiver: `live` receives through XDP + AF_XDP with direct
+//! placement; `replay` runs a pcap through the same open-and-place path offline.
 
+mod live;
 mod replay;
 mod report;
 mod rx;
+mod serve;
+mod xdp;
 
 use std::path::PathBuf;
 
@@ -37,9 +40,24 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Receive through XDP + AF_XDP, placing payloads directly where the hints say (root).
+    Live {
+        #[command(flatten)]
+        args: live::LiveArgs,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -50,17 +68,18 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    match Cli::parse().command {
+    let (report, json) = match Cli::parse().command {
         Command::Replay { pcap, config, json } => {
             let cfg = replay::load_config(&config)?;
-            let report = replay::run(&pcap, &cfg)?;
-            print!("{}", report.human());
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report)?;
-                std::fs::write(&path, text + "\n")
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            Ok(())
+            (replay::run(&pcap, &cfg)?, json)
         }
+        Command::Live { args, json } => (live::run(&args)?, json),
+    };
+    print!("{}", report.human());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    Ok(())
 }

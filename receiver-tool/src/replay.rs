@@ -25,7 +25,7 @@ use serde::Deserialize;
 use crate::report::{
     CopyEngineReport, GrantReport, Numbers, Report, StreamReport, process_cpu_seconds,
 };
-use crate::rx::RxPath;
+use crate::rx::{OPEN_GATE, RxPath};
 
 /// The replay configuration file.
 #[derive(Debug, Deserialize)]
@@ -158,9 +158,9 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
         let packet =
             packet.with_context(|| format!("{}: frame {frames} is malformed", pcap.display()))?;
         let mut frame = packet.data.into_owned();
-        rx.on_frame(&mut frame, None, frames)?;
+        rx.on_frame(&mut frame, None, frames, OPEN_GATE)?;
     }
-    rx.activate(u64::MAX)?;
+    rx.activate(u64::MAX, OPEN_GATE)?;
     rx.finish()?;
     let (elapsed, cpu) = (t0.elapsed().as_secs_f64(), process_cpu_seconds() - cpu0);
 

@@ -1,6 +1,11 @@
-//! The receive path per frame: locate PSP, parse, open in place, ask the placement engine,
-//! then leave the payload (Direct), copy it through the pipeline, stage it (not ready), or
-//! count the reject. Shared by replay and (later) the live AF_XDP receiver.
+//! The receive path per segment: parse, open in place, ask the placement engine, then
+//! leave the payload (Direct), copy it through the pipeline, stage it (not ready), or
+//! count the reject. Shared by replay (whole frames) and the live AF_XDP receiver (header
+//! record + payload where it landed).
+//!
+//! Copies go through a *gate*: a copy whose destination a fill ring may still write (a
+//! slot posted to the kernel) is parked until that slot comes back, so that a copy never
+//! races the NIC for the same bytes (docs/design.md, "The prediction window").
 
 use std::collections::HashMap;
 
@@ -8,8 +13,8 @@ use anyhow::Result;
 use placement::copy::pipeline::{CopiedBy, CopyPipeline, Delivered};
 use placement::copy::{CopyEngine, CopyTarget};
 use placement::{
-    AccessControl, Counters, Decision, GrantId, GrantProgress, Placement, PlacementEngine, Reason,
-    Segment,
+    AccessControl, Counters, Decision, GrantId, GrantProgress, Placement, PlacementEngine, RangeSet,
+    Reason, Segment,
 };
 use psp::{MasterKeys, Sa, Version};
 
@@ -23,6 +28,28 @@ pub struct CopyTag {
 /// Per-stream (per SPI) counters.
 pub type Streams = HashMap<u32, Counters>;
 
+/// Given a copy's destination and length, the landing address of a posted slot that
+/// blocks it, if any.
+pub type Gate<'a> = &'a dyn Fn(u64, u64) -> Option<u64>;
+
+/// The gate of paths without fill rings (replay).
+pub const OPEN_GATE: Gate<'static> = &|_, _| None;
+
+/// A copy waiting for a slot to come back.
+struct Parked {
+    spi: u32,
+    placement: Placement,
+    bytes: Vec<u8>,
+}
+
+/// What a segment's header says, before its payload is looked at.
+struct SegmentMeta {
+    spi: u32,
+    hint: Option<psp::Hint>,
+    seq: u32,
+    authenticated: bool,
+}
+
 /// The receive path's state.
 pub struct RxPath<T: CopyTarget, E: CopyEngine<Vec<u8>>> {
     pub engine: PlacementEngine,
@@ -32,6 +59,9 @@ pub struct RxPath<T: CopyTarget, E: CopyEngine<Vec<u8>>> {
     delivered: Vec<Delivered<Vec<u8>, CopyTag>>,
     staged: Vec<(u32, Placement, Vec<u8>)>,
     staged_bytes: usize,
+    parked: HashMap<u64, Vec<Parked>>,
+    /// Per grant: window ranges accepted (placed, copying, staged or parked).
+    claimed: HashMap<GrantId, RangeSet>,
     max_staged_bytes: usize,
     pub counters: Counters,
     pub streams: Streams,
@@ -59,6 +89,8 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
             delivered: Vec::new(),
             staged: Vec::new(),
             staged_bytes: 0,
+            parked: HashMap::new(),
+            claimed: HashMap::new(),
             max_staged_bytes,
             counters: Counters::default(),
             streams: Streams::new(),
@@ -72,68 +104,131 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
         f(self.streams.entry(spi).or_default());
     }
 
-    /// Opens `segment` in place with the key of (spi, version[, region]); true when the
-    /// ICV verified.
-    fn open(
-        &mut self,
-        segment: &mut [u8],
-        spi: u32,
-        version: Version,
-        region: Option<u32>,
-    ) -> bool {
+    /// The SA for (spi, version[, region]), created on first use.
+    fn sa(&mut self, spi: u32, version: Version, region: Option<u32>) -> &Sa {
         let keys = &self.keys;
-        let sa = self.sas.entry((spi, version, region)).or_insert_with(|| {
+        self.sas.entry((spi, version, region)).or_insert_with(|| {
             let key = match region {
                 Some(r) => psp::derive_region_bound(keys.for_spi(spi), spi, version, r),
                 None => keys.derive(spi, version),
             };
             // Derived keys always fit their version.
             Sa::new(spi, version, &key).expect("derived key length matches its version")
-        });
-        sa.open_in_place(segment).is_ok()
+        })
     }
 
-    /// Handles one received frame whose payload, if placed by the NIC, sits at `landed_at`.
-    pub fn on_frame(&mut self, frame: &mut [u8], landed_at: Option<u64>, now: u64) -> Result<()> {
+    /// Whether to try opening a segment of `spi` with `hint`, and with which region key:
+    /// `None` = do not open (unknown SA), `Some(region)` = open with that key.
+    fn key_choice(&self, spi: u32, hint: Option<psp::Hint>) -> Option<Option<u32>> {
+        if self.engine.policy().access == AccessControl::RegionBoundKeys {
+            hint.map(|h| Some(h.region_id))
+        } else {
+            self.engine.has_sa(spi).then_some(None)
+        }
+    }
+
+    /// Counts a segment that could not be parsed: one packet, zero bytes.
+    fn malformed(&mut self) {
+        self.counters.payload.add(0);
+        self.counters.reject(Reason::Malformed, 0);
+    }
+
+    /// Handles one whole received frame whose payload, if placed by the NIC, sits at
+    /// `landed_at`. Returns the decision (None for frames that are not PSP or unparsable).
+    pub fn on_frame(
+        &mut self,
+        frame: &mut [u8],
+        landed_at: Option<u64>,
+        now: u64,
+        gate: Gate<'_>,
+    ) -> Result<Option<Decision>> {
         let Ok(loc) = psp::locate(frame) else {
             self.not_psp += 1;
-            return Ok(());
+            return Ok(None);
         };
         let segment = &mut frame[loc.segment];
         let parsed = psp::Segment::parse(segment).and_then(|s| Ok((s, s.clear_tcp()?)));
         let Ok((seg, tcp)) = parsed else {
-            // The payload of an unparsable segment is unknown: one packet, zero bytes.
-            self.counters.payload.add(0);
-            self.counters.reject(Reason::Malformed, 0);
-            return Ok(());
+            self.malformed();
+            return Ok(None);
         };
         let (spi, version, hint) = (seg.header().spi(), seg.version(), seg.hint());
         let layout = seg.layout();
         let payload = layout.header_len + tcp.header_len..layout.icv_start;
+        let authenticated = match self.key_choice(spi, hint) {
+            Some(region) => self.sa(spi, version, region).open_in_place(segment).is_ok(),
+            None => false,
+        };
+        let meta = SegmentMeta {
+            spi,
+            hint,
+            seq: tcp.seq,
+            authenticated,
+        };
+        self.place(&meta, &segment[payload], landed_at, now, gate).map(Some)
+    }
+
+    /// Handles one segment split by the XDP program: `header` (PSP header through TCP
+    /// header) and `icv` from the header record, `payload` where it landed (decrypted in
+    /// place there).
+    pub fn on_split(
+        &mut self,
+        header: &[u8],
+        icv: &[u8; psp::ICV_LEN],
+        payload: &mut [u8],
+        landed_at: Option<u64>,
+        now: u64,
+        gate: Gate<'_>,
+    ) -> Result<Option<Decision>> {
+        // Parse the header as a segment with an empty body: header ‖ ICV.
+        let mut whole = [0u8; xdp_common::MAX_HDR + psp::ICV_LEN];
+        let Some(buf) = whole.get_mut(..header.len() + psp::ICV_LEN) else {
+            self.malformed();
+            return Ok(None);
+        };
+        buf[..header.len()].copy_from_slice(header);
+        buf[header.len()..].copy_from_slice(icv);
+        let parsed = psp::Segment::parse(buf).and_then(|s| Ok((s, s.clear_tcp()?)));
+        let Ok((seg, tcp)) = parsed else {
+            self.malformed();
+            return Ok(None);
+        };
+        let (spi, version, hint) = (seg.header().spi(), seg.version(), seg.hint());
+        let authenticated = match self.key_choice(spi, hint) {
+            Some(region) => self
+                .sa(spi, version, region)
+                .open_split(header, payload, icv)
+                .is_ok(),
+            None => false,
+        };
+        let meta = SegmentMeta {
+            spi,
+            hint,
+            seq: tcp.seq,
+            authenticated,
+        };
+        self.place(&meta, payload, landed_at, now, gate).map(Some)
+    }
+
+    fn place(
+        &mut self,
+        meta: &SegmentMeta,
+        payload: &[u8],
+        landed_at: Option<u64>,
+        now: u64,
+        gate: Gate<'_>,
+    ) -> Result<Decision> {
+        let spi = meta.spi;
         let len = payload.len() as u64;
         // A frame is far smaller than 4 GiB; saturate rather than wrap if not.
         let len32 = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         self.count(spi, |c| c.payload.add(len));
-
-        let region_bound = self.engine.policy().access == AccessControl::RegionBoundKeys;
-        let known = if region_bound {
-            hint.is_some()
-        } else {
-            self.engine.has_sa(spi)
-        };
-        let authenticated = known
-            && self.open(
-                segment,
-                spi,
-                version,
-                region_bound.then(|| hint.map(|h| h.region_id)).flatten(),
-            );
         let decision = self.engine.decide(
             &Segment {
                 spi,
-                authenticated,
-                hint,
-                seq: tcp.seq,
+                authenticated: meta.authenticated,
+                hint: meta.hint,
+                seq: meta.seq,
                 len: len32,
                 landed_at,
             },
@@ -141,6 +236,7 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
         );
         match decision {
             Decision::Direct(p) => {
+                self.claim(p);
                 self.count(spi, |c| c.direct.add(len));
                 self.record(p);
             }
@@ -148,21 +244,70 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
                 if self.staged_bytes + payload.len() > self.max_staged_bytes {
                     self.count(spi, |c| c.reject(Reason::NotReady, len));
                 } else {
+                    self.claim(p);
                     self.staged_bytes += payload.len();
-                    self.staged.push((spi, p, segment[payload].to_vec()));
+                    self.staged.push((spi, p, payload.to_vec()));
                     self.count(spi, |c| c.staged.add(len));
                 }
             }
             Decision::Copy(p, _) => {
-                self.pipeline.submit(
-                    p.addr,
-                    segment[payload].to_vec(),
-                    CopyTag { spi, placement: p },
-                )?;
+                self.claim(p);
+                self.copy(spi, p, payload.to_vec(), gate)?;
             }
             Decision::Reject(reason) => self.count(spi, |c| c.reject(reason, len)),
         }
+        self.deliver()?;
+        Ok(decision)
+    }
+
+    /// Submits a copy, or parks it while a posted slot may still write its destination.
+    fn copy(&mut self, spi: u32, p: Placement, bytes: Vec<u8>, gate: Gate<'_>) -> Result<()> {
+        if let Some(slot) = gate(p.addr, u64::from(p.len)) {
+            self.parked.entry(slot).or_default().push(Parked {
+                spi,
+                placement: p,
+                bytes,
+            });
+            return Ok(());
+        }
+        self.pipeline
+            .submit(p.addr, bytes, CopyTag { spi, placement: p })?;
+        Ok(())
+    }
+
+    /// The slot landing at `landing` came back from the kernel: copies parked on it go
+    /// (or park on the next slot in their way).
+    pub fn slot_returned(&mut self, landing: u64, gate: Gate<'_>) -> Result<()> {
+        let Some(parked) = self.parked.remove(&landing) else {
+            return Ok(());
+        };
+        for p in parked {
+            self.copy(p.spi, p.placement, p.bytes, gate)?;
+        }
         self.deliver()
+    }
+
+    /// Bytes of copies parked behind posted slots.
+    pub fn parked_bytes(&self) -> usize {
+        self.parked.values().flatten().map(|p| p.bytes.len()).sum()
+    }
+
+    fn claim(&mut self, p: Placement) {
+        let Some(g) = p.grant else { return };
+        if let Some(grant) = self.engine.grant(g) {
+            let start = p.region_offset - grant.offset;
+            self.claimed
+                .entry(g)
+                .or_default()
+                .insert(start..start + u64::from(p.len));
+        }
+    }
+
+    /// Whether window bytes `start..start+len` of grant `g` were already accepted.
+    pub fn is_claimed(&self, g: GrantId, start: u64, len: u64) -> bool {
+        self.claimed
+            .get(&g)
+            .is_some_and(|r| r.contains(start..start + len))
     }
 
     fn record(&mut self, p: Placement) {
@@ -197,11 +342,12 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
     }
 
     /// Promotes pending generations due at `now` and copies in what was staged for them.
-    pub fn activate(&mut self, now: u64) -> Result<()> {
+    /// Returns the regions activated.
+    pub fn activate(&mut self, now: u64, gate: Gate<'_>) -> Result<Vec<u32>> {
         let mut activated = Vec::new();
         self.engine.advance(now, |r| activated.push(r.id));
         if activated.is_empty() {
-            return Ok(());
+            return Ok(activated);
         }
         let (ready, waiting): (Vec<_>, Vec<_>) = self
             .staged
@@ -210,10 +356,21 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
         self.staged = waiting;
         for (spi, p, bytes) in ready {
             self.staged_bytes -= bytes.len();
-            self.pipeline
-                .submit(p.addr, bytes, CopyTag { spi, placement: p })?;
+            self.copy(spi, p, bytes, gate)?;
         }
-        self.deliver()
+        self.deliver()?;
+        Ok(activated)
+    }
+
+    /// Forgets a grant's bookkeeping (after it was revoked).
+    pub fn forget_grant(&mut self, g: GrantId) {
+        self.claimed.remove(&g);
+        self.progress.remove(&g);
+    }
+
+    /// Starts tracking a grant added after construction.
+    pub fn track_grant(&mut self, g: GrantId, len: u64) {
+        self.progress.insert(g, GrantProgress::new(len));
     }
 
     /// Waits for every outstanding copy.

@@ -59,7 +59,7 @@ impl XdpTx {
                     rx_size: 0,
                     tx_size: 2048,
                     fill_size: 2048,
-                    try_zero_copy: false,
+                    mode: umem::BindMode::Copy,
                     need_wakeup: true,
                 })
                 .with_context(|| format!("AF_XDP socket on {ifname} queue {q}"))?;

@@ -128,8 +128,14 @@ impl FillPlanner {
         }
     }
 
-    /// Posts what `queue` needs to `fill`; returns how many entries were posted.
-    pub fn refill(&mut self, queue: usize, fill: &mut Producer<u64>) -> u32 {
+    /// Posts what `queue` needs to `fill`; returns how many entries were posted. Slots for
+    /// which `skip(key, index)` is true (already received) are passed over.
+    pub fn refill(
+        &mut self,
+        queue: usize,
+        fill: &mut Producer<u64>,
+        skip: impl Fn(u64, u64) -> bool,
+    ) -> u32 {
         let Some(q) = self.queues.get_mut(queue) else {
             return 0;
         };
@@ -144,6 +150,9 @@ impl FillPlanner {
                 let landing = p.first_landing + *cursor * u64::from(p.mss);
                 let index = *cursor;
                 *cursor += 1;
+                if skip(p.key, index) {
+                    continue;
+                }
                 if let Some(addr) = self.layout.fill_addr_for(landing) {
                     batch.push((addr, Posted::Slot { key: p.key, index }));
                 }
@@ -268,7 +277,7 @@ mod tests {
         let mut direct = 0;
         let mut entry = Vec::new();
         for &j in arrivals {
-            planner.refill(0, &mut fill);
+            planner.refill(0, &mut fill, |_, _| false);
             entry.clear();
             assert_eq!(kernel.consume(&mut entry, 1), 1, "fill ring ran dry");
             let addr = entry[0];
@@ -291,7 +300,7 @@ mod tests {
         let (layout, mut planner, mut ring) = setup(16, 4);
         {
             let (mut fill, _) = ring.sides();
-            assert_eq!(planner.refill(0, &mut fill), 4, "idle queue keeps 4 bounce frames");
+            assert_eq!(planner.refill(0, &mut fill, |_, _| false), 4, "idle queue keeps 4 bounce frames");
         }
         planner.predict(0, pred(200), 0);
         let arrivals: Vec<u64> = (0..200).collect();
@@ -319,7 +328,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for _ in 0..40 {
-            planner.refill(0, &mut fill);
+            planner.refill(0, &mut fill, |_, _| false);
             out.clear();
             kernel.consume(&mut out, 3);
             for &addr in &out {
@@ -337,7 +346,7 @@ mod tests {
         let (layout, mut planner, mut ring) = setup(4, 1);
         planner.predict(0, pred(100), 0);
         let (mut fill, mut kernel) = ring.sides();
-        planner.refill(0, &mut fill);
+        planner.refill(0, &mut fill, |_, _| false);
         // Slots 0..4 are posted: a copy of segment 2 must wait (slot 1's frame may reach
         // into it: a frame can carry up to 1792 bytes), segment 10 need not.
         assert_eq!(planner.blocking_slot(GUARD + 2 * 1000, 1000), Some(GUARD + 1000));
@@ -359,10 +368,22 @@ mod tests {
     }
 
     #[test]
+    fn received_slots_are_skipped() {
+        let (layout, mut planner, mut ring) = setup(4, 1);
+        planner.predict(0, pred(10), 0);
+        let (mut fill, mut kernel) = ring.sides();
+        planner.refill(0, &mut fill, |_, i| i % 2 == 0);
+        let mut out = Vec::new();
+        kernel.consume(&mut out, 10);
+        let landed: Vec<u64> = out.iter().map(|a| a + layout.landing_shift()).collect();
+        assert_eq!(landed, [GUARD + 1000, GUARD + 3000, GUARD + 5000, GUARD + 7000]);
+    }
+
+    #[test]
     fn consumed_rejects_unknown_addresses_and_counts_skipped_entries() {
         let (layout, mut planner, mut ring) = setup(4, 4);
         let (mut fill, _) = ring.sides();
-        planner.refill(0, &mut fill);
+        planner.refill(0, &mut fill, |_, _| false);
         assert_eq!(planner.consumed(0, 12345), None);
         assert_eq!(planner.outstanding(0), 4);
         // Entry 2 returning first means entries 0 and 1 were skipped.

@@ -82,8 +82,9 @@ pub struct SocketConfig {
     pub tx_size: u32,
     /// Entries of this socket's fill and completion rings.
     pub fill_size: u32,
-    /// Try XDP_ZEROCOPY first (falls back to copy mode when the driver refuses).
-    pub try_zero_copy: bool,
+    /// Bind mode. Use [`zero_copy_supported`] to choose: a failed zero-copy bind leaves
+    /// the UMEM's first rings unmapped, so the mode is probed on a throwaway UMEM.
+    pub mode: BindMode,
     /// Ask for need-wakeup flags (poll mode) instead of a kernel that always checks.
     pub need_wakeup: bool,
 }
@@ -198,37 +199,23 @@ impl Umem {
 
     /// Opens a socket on `config.queue` sharing this UMEM, with its own fill ring. Our XDP
     /// program stays in charge (INHIBIT_PROG_LOAD): the caller puts the socket into its
-    /// XSKMAP. Tries zero-copy first when asked, then copy mode; retries EBUSY (a queue
-    /// closed moments ago) for up to a second.
+    /// XSKMAP. Retries EBUSY (a queue closed moments ago) for up to a second.
     ///
     /// # Errors
     /// [`Error::Io`] from `xsk_socket__create_shared`.
     pub fn socket(&self, config: &SocketConfig) -> Result<Socket> {
-        let modes: &[BindMode] = if config.try_zero_copy {
-            &[BindMode::ZeroCopy, BindMode::Copy]
-        } else {
-            &[BindMode::Copy]
-        };
-        let mut last = None;
-        for &mode in modes {
-            for _attempt in 0..50 {
-                match self.try_socket(config, mode) {
-                    Ok(s) => return Ok(s),
-                    Err(e) if e == -libc::EBUSY => {
-                        std::thread::sleep(Duration::from_millis(20));
-                        last = Some(e);
-                    }
-                    Err(e) => {
-                        last = Some(e);
-                        break;
-                    }
+        let mut last = -libc::EINVAL;
+        for _attempt in 0..50 {
+            match self.try_socket(config, config.mode) {
+                Ok(s) => return Ok(s),
+                Err(e) if e == -libc::EBUSY => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    last = e;
                 }
+                Err(e) => return Err(os_error("xsk_socket__create_shared", e)),
             }
         }
-        Err(os_error(
-            "xsk_socket__create_shared",
-            last.unwrap_or(-libc::EINVAL),
-        ))
+        Err(os_error("xsk_socket__create_shared", last))
     }
 
     fn try_socket(&self, config: &SocketConfig, mode: BindMode) -> std::result::Result<Socket, i32> {
@@ -287,6 +274,26 @@ impl Umem {
             _umem: Arc::clone(&self.handle),
         })
     }
+}
+
+/// Whether `ifname` queue `queue` accepts an XDP_ZEROCOPY bind, tried on a small
+/// throwaway UMEM (veth refuses with EOPNOTSUPP).
+pub fn zero_copy_supported(ifname: &str, queue: u32) -> bool {
+    let probe = || -> Result<Socket> {
+        let layout = Layout::new(&[], 64, 2048)?;
+        let memory = Arc::new(UmemMemory::new(layout.len)?);
+        let umem = Umem::new(memory, layout, 64)?;
+        umem.socket(&SocketConfig {
+            ifname: ifname.to_string(),
+            queue,
+            rx_size: 64,
+            tx_size: 0,
+            fill_size: 64,
+            mode: BindMode::ZeroCopy,
+            need_wakeup: false,
+        })
+    };
+    probe().is_ok()
 }
 
 /// XDP_STATISTICS of one socket.

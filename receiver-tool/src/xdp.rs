@@ -1,0 +1,104 @@
+//! Loading and attaching the XDP program (built by build.rs from `xdp-prog`), and access
+//! to its maps: the XSKMAP, the header ring and the per-CPU counters.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+
+use anyhow::{Context, Result};
+use aya::Ebpf;
+use aya::maps::{MapData, PerCpuArray, RingBuf, XskMap};
+use aya::programs::{Xdp, XdpMode};
+use xdp_common::{Counter, HeaderRecord, PROGRAM, map};
+
+/// The loaded and attached program with its maps. Detaches when dropped.
+pub struct XdpProgram {
+    // Kept alive: dropping it detaches the program.
+    _ebpf: Ebpf,
+    xsks: XskMap<MapData>,
+    headers: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    /// "native" or "generic".
+    pub mode: &'static str,
+}
+
+impl XdpProgram {
+    /// Loads the program and attaches it to `ifname`, in native mode when the driver
+    /// supports it, else generic.
+    ///
+    /// # Errors
+    /// Not root (EPERM), no such interface, or the verifier refusing the program.
+    pub fn attach(ifname: &str) -> Result<Self> {
+        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/xdp-prog"
+        )))
+        .context("loading the XDP program (root needed)")?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .context("XDP program missing from the object")?
+            .try_into()?;
+        program.load().context("the verifier refused the XDP program")?;
+        let mode = match program.attach(ifname, XdpMode::Driver) {
+            Ok(_) => "native",
+            Err(native) => {
+                tracing::warn!("native XDP on {ifname} refused ({native}); using generic XDP");
+                program
+                    .attach(ifname, XdpMode::Skb)
+                    .with_context(|| format!("attaching XDP to {ifname}"))?;
+                "generic"
+            }
+        };
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .with_context(|| format!("map {name} missing from the XDP object"))
+        };
+        let xsks = XskMap::try_from(take(&mut ebpf, map::XSKS)?)?;
+        let headers = RingBuf::try_from(take(&mut ebpf, map::HEADERS)?)?;
+        let counters = PerCpuArray::try_from(take(&mut ebpf, map::COUNTERS)?)?;
+        Ok(Self {
+            _ebpf: ebpf,
+            xsks,
+            headers,
+            counters,
+            mode,
+        })
+    }
+
+    /// Routes rx queue `queue` to socket `fd`.
+    ///
+    /// # Errors
+    /// The map update failing.
+    pub fn add_socket(&mut self, queue: u32, fd: impl AsRawFd) -> Result<()> {
+        self.xsks
+            .set(queue, fd, 0)
+            .with_context(|| format!("XSKMAP entry for queue {queue}"))
+    }
+
+    /// Moves every header record available now into `out`; returns how many were
+    /// unreadable (shorter than a record).
+    pub fn drain_headers(&mut self, mut out: impl FnMut(HeaderRecord)) -> u64 {
+        let mut bad = 0;
+        while let Some(item) = self.headers.next() {
+            match HeaderRecord::from_bytes(&item) {
+                Some(r) => out(r),
+                None => bad += 1,
+            }
+        }
+        bad
+    }
+
+    /// The program's counters, summed over CPUs.
+    pub fn counters(&self) -> BTreeMap<&'static str, u64> {
+        Counter::ALL
+            .iter()
+            .map(|c| {
+                let n = self
+                    .counters
+                    .get(&(*c as u32), 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0);
+                (c.as_str(), n)
+            })
+            .collect()
+    }
+}
