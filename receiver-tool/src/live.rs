@@ -23,7 +23,8 @@ use umem::{BindMode, Desc, FillPlanner, Layout, Posted, Prediction, Socket, Sock
 use xdp_common::HeaderRecord;
 
 use crate::report::{
-    CopyEngineReport, GrantReport, Numbers, Report, StreamReport, process_cpu_seconds,
+    CopyEngineReport, GrantReport, Numbers, RegionReport, Report, StreamReport,
+    process_cpu_seconds,
 };
 use crate::rx::RxPath;
 use crate::serve::{self, Event};
@@ -173,6 +174,8 @@ struct RegionState {
     generation: u16,
     windows: Vec<(u64, u64)>,
     len: u64,
+    /// Every window ever granted (for the stray-write check at the end).
+    history: Vec<(u64, u64)>,
 }
 
 /// Space left between windows of one region, so that a frame longer than its slot
@@ -191,6 +194,7 @@ impl RegionState {
         }
         (at + len <= self.len).then(|| {
             self.windows.push((at, len));
+            self.history.push((at, len));
             at
         })
     }
@@ -300,6 +304,7 @@ fn serve<E: CopyEngine<Vec<u8>>>(
                 generation: 1,
                 windows: Vec::new(),
                 len: r.len,
+                history: Vec::new(),
             },
         );
     }
@@ -683,7 +688,43 @@ fn serve<E: CopyEngine<Vec<u8>>>(
             errors_to_cpu: stats.errors_to_cpu,
         },
         streams,
+        regions: region_reports(layout, memory, &region_state),
     })
+}
+
+/// Counts non-zero bytes outside every window ever granted, per region.
+fn region_reports(
+    layout: &Layout,
+    memory: &UmemMemory,
+    regions: &HashMap<u32, RegionState>,
+) -> Vec<RegionReport> {
+    let mut out: Vec<RegionReport> = regions
+        .iter()
+        .filter_map(|(id, st)| {
+            let span = layout.region(*id)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let (mut stray, mut at) = (0u64, 0u64);
+            while at < st.len {
+                let n = (st.len - at).min(buf.len() as u64) as usize;
+                memory.read(span.base + at, &mut buf[..n]).ok()?;
+                for (i, b) in buf[..n].iter().enumerate() {
+                    let off = at + i as u64;
+                    if *b != 0 && !st.history.iter().any(|(o, l)| (*o..o + l).contains(&off)) {
+                        stray += 1;
+                    }
+                }
+                at += n as u64;
+            }
+            Some(RegionReport {
+                id: *id,
+                len: st.len,
+                granted_bytes: st.history.iter().map(|(_, l)| l).sum(),
+                stray_bytes: stray,
+            })
+        })
+        .collect();
+    out.sort_by_key(|r| r.id);
+    out
 }
 
 /// Serves a grant request.

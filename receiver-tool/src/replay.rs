@@ -236,5 +236,6 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
             errors_to_cpu: stats.errors_to_cpu,
         },
         streams,
+        regions: Vec::new(),
     })
 }

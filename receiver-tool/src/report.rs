@@ -75,6 +75,18 @@ pub struct CopyEngineReport {
     pub errors_to_cpu: u64,
 }
 
+/// One placement region at the end of a live run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RegionReport {
+    pub id: u32,
+    pub len: u64,
+    /// Bytes inside windows ever granted.
+    pub granted_bytes: u64,
+    /// Non-zero bytes outside every window ever granted: writes where nothing was allowed
+    /// (0 unless something went wrong).
+    pub stray_bytes: u64,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
@@ -95,6 +107,9 @@ pub struct Report {
     pub still_staged_bytes: u64,
     pub copy_engine: CopyEngineReport,
     pub streams: Vec<StreamReport>,
+    /// Regions (live runs only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionReport>,
 }
 
 impl Report {

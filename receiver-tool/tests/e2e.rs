@@ -1,0 +1,246 @@
+//! End-to-end tests of the data path: a real receiver (XDP + AF_XDP) and a real sender in
+//! two network namespaces joined by a veth pair. They need root; with CI=true they fail
+//! rather than skip when not root. They run one at a time (the machine has two cores).
+//! Every test's namespaces are removed by name, also on failure (Testbed's Drop).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testbed::{RECEIVER_IP, Testbed};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn may_run() -> bool {
+    if testbed::is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "end-to-end tests need root, and CI=true forbids skipping them"
+    );
+    eprintln!("skipping: end-to-end tests need root");
+    false
+}
+
+fn zc_send() -> PathBuf {
+    let recv = PathBuf::from(env!("CARGO_BIN_EXE_zc-recv"));
+    let send = recv.with_file_name("zc-send");
+    assert!(
+        send.exists(),
+        "{} is missing: build it first (cargo build -p sender-tool; cargo xtask test does)",
+        send.display()
+    );
+    send
+}
+
+fn wait(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Outcome {
+    recv: Value,
+    send: Value,
+}
+
+/// Brings up test hosts `name` with `queues` queues, runs a receiver with `recv_args` and
+/// a sender with `send_args`, and returns both JSON reports.
+fn run(name: &str, queues: u32, recv_args: &[&str], send_args: &[&str]) -> Outcome {
+    let tb = Testbed::up(name, queues).expect("test hosts");
+    let dir = std::env::temp_dir().join(format!("zc-e2e-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (recv_json, send_json) = (dir.join("recv.json"), dir.join("send.json"));
+    let _ = std::fs::remove_file(&recv_json);
+    let q = queues.to_string();
+    let listen = format!("{RECEIVER_IP}:7000");
+    let mut recv = Testbed::command_in(&tb.receiver_ns(), env!("CARGO_BIN_EXE_zc-recv"))
+        .args(["live", "--iface", &tb.receiver_if(), "--queues", &q, "--listen", &listen])
+        .args(["--no-progress", "--max-seconds", "120", "--json"])
+        .arg(&recv_json)
+        .args(recv_args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start zc-recv");
+    let send_status = Command::new("ip")
+        .args(["netns", "exec", &tb.sender_ns()])
+        .arg(zc_send())
+        .args(["--control", &listen, "--iface", &tb.sender_if(), "--no-progress", "--json"])
+        .arg(&send_json)
+        .args(send_args)
+        .stdout(Stdio::null())
+        .spawn()
+        .map(|mut c| wait(&mut c, Duration::from_secs(150), "zc-send"));
+    let recv_status = wait(&mut recv, Duration::from_secs(150), "zc-recv");
+    let send_status = send_status.expect("start zc-send");
+    assert!(send_status.success(), "zc-send failed: {send_status}");
+    assert!(recv_status.success(), "zc-recv failed: {recv_status}");
+    let read = |p: &PathBuf| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(p).expect("report written")).expect("JSON")
+    };
+    drop(tb);
+    Outcome {
+        recv: read(&recv_json),
+        send: read(&send_json),
+    }
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+fn stream(report: &Value, i: usize) -> &Value {
+    &report["streams"][i]
+}
+
+#[test]
+fn one_in_order_stream_lands_directly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let o = run("zce2eone", 1, &["--region", "1:32M"], &["--message-bytes", "16777216"]);
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(u(r, "payload_bytes"), 16 << 20);
+    let direct = u(r, "direct_bytes") as f64 / u(r, "payload_bytes") as f64;
+    assert!(direct >= 0.99, "only {:.2}% placed directly", direct * 100.0);
+    assert_eq!(u(r, "rejected_bytes"), 0);
+    assert_eq!(r["regions"][0]["stray_bytes"], 0);
+    assert!(u(&r["xdp_counters"], "redirected") >= u(r, "payload_packets"));
+    assert_eq!(u(&o.send, "verified_messages"), 1);
+}
+
+#[test]
+fn two_streams_on_two_queues_both_verify() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let o = run(
+        "zce2etwo",
+        2,
+        &["--region", "1:16M", "--region", "2:16M"],
+        &["--queues", "0,1", "--regions", "1,2", "--messages", "2", "--message-bytes", "4194304"],
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    for i in 0..2 {
+        let s = stream(r, i);
+        assert_eq!(u(s, "payload_bytes"), 8 << 20, "stream {i}");
+        let grants = s["grants"].as_array().unwrap();
+        assert_eq!(grants.len(), 2, "stream {i}: two messages");
+        assert!(grants.iter().all(|g| g["digest_ok"] == true));
+        assert!(u(s, "direct_bytes") > u(s, "payload_bytes") * 9 / 10, "stream {i}: {s}");
+    }
+    assert_eq!(u(&o.send, "verified_messages"), 4);
+}
+
+#[test]
+fn late_region_copies_early_segments_then_places_directly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    // 6000 segments at 20,000/s take 300 ms; the region activates 100 ms after the grant.
+    let o = run(
+        "zce2elate",
+        1,
+        &["--region", "1:16M:late", "--activation-delay-ms", "100"],
+        &["--message-bytes", "8400000", "--rate-pps", "20000"],
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    assert!(u(r, "staged_bytes") > 0, "early segments waited for the region: {r}");
+    assert!(u(r, "cpu_copy_bytes") >= u(r, "staged_bytes"), "and were copied in");
+    assert!(u(r, "direct_bytes") > u(r, "payload_bytes") / 4, "the rest direct: {r}");
+    assert_eq!(u(r, "still_staged_bytes"), 0);
+}
+
+#[test]
+fn descending_order_is_copied_into_place() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let o = run(
+        "zce2edesc",
+        1,
+        &["--region", "1:8M"],
+        &["--message-bytes", "2800000", "--order", "descending"],
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    // The plan predicts ascending slots: segments arriving backwards land elsewhere.
+    assert!(u(r, "cpu_copy_bytes") > u(r, "payload_bytes") / 2, "{r}");
+    assert_eq!(r["regions"][0]["stray_bytes"], 0);
+}
+
+#[test]
+fn sender_loss_is_retransmitted_until_verified() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    // A loss shifts every slot still posted by one segment, so a small window keeps the
+    // cost of each loss small: ~15 losses x 64 slots of 3000 segments go to copies.
+    let o = run(
+        "zce2eloss",
+        1,
+        &["--region", "1:16M", "--window", "64"],
+        &["--message-bytes", "4200000", "--loss", "0.005", "--seed", "3"],
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(u(r, "missing_bytes"), 0);
+    let resent = u(&o.send, "retransmitted_segments");
+    assert!(resent >= 5, "~0.5% of 3000 segments resent, got {resent}");
+    assert!(u(&r["xsk_stats"]["receiver"], "resyncs") > 0, "{r}");
+    assert!(u(r, "direct_bytes") > u(r, "payload_bytes") * 4 / 10, "{r}");
+}
+
+#[test]
+fn lying_senders_are_rejected_and_leave_other_regions_untouched() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    // Queue 0 honest (region 1); queues 1-4 lie, each granted a window in region 2.
+    let o = run(
+        "zce2elie",
+        5,
+        &["--region", "1:8M", "--region", "2:32M"],
+        &[
+            "--queues", "0,1,2,3,4", "--regions", "1,2,2,2,2", "--message-bytes", "1400000",
+            "--lie", "1:region=1", "--lie", "2:outside", "--lie", "3:stale", "--lie", "4:forged-icv",
+        ],
+    );
+    let r = &o.recv;
+    let honest = stream(r, 0);
+    assert_eq!(honest["grants"][0]["digest_ok"], true, "{honest}");
+    assert_eq!(u(honest, "rejected_bytes"), 0);
+    for (i, reason) in [(1, "not_granted"), (2, "out_of_bounds"), (3, "stale_generation"), (4, "auth_failed")] {
+        let s = stream(r, i);
+        let packets = u(s, "payload_packets");
+        assert_eq!(packets, 1000, "liar {i}: {s}");
+        assert_eq!(s["rejects"][reason].as_u64(), Some(packets), "liar {i} ({reason}): {s}");
+        assert_eq!(u(s, "direct_bytes") + u(s, "cpu_copy_bytes"), 0, "liar {i}");
+    }
+    // Region 1 holds the honest window and nothing else.
+    assert_eq!(r["regions"][0]["id"], 1);
+    assert_eq!(r["regions"][0]["stray_bytes"], 0, "{}", r["regions"]);
+    assert_eq!(r["verified"], false, "liars' windows never complete");
+    assert_eq!(u(&o.send, "failed_messages"), 4);
+}
