@@ -114,8 +114,10 @@ fn one_in_order_stream_lands_directly() {
     let o = run("zce2eone", 1, &["--region", "1:32M"], &["--message-bytes", "16777216"]);
     let r = &o.recv;
     assert_eq!(r["verified"], true, "{r}");
-    assert_eq!(u(r, "payload_bytes"), 16 << 20);
-    let direct = u(r, "direct_bytes") as f64 / u(r, "payload_bytes") as f64;
+    // Payload counts retransmissions too (a busy machine may drop a few): compare the
+    // directly placed bytes with the message.
+    assert!(u(r, "payload_bytes") >= 16 << 20);
+    let direct = u(r, "direct_bytes") as f64 / f64::from(16 << 20);
     assert!(direct >= 0.99, "only {:.2}% placed directly", direct * 100.0);
     assert_eq!(u(r, "rejected_bytes"), 0);
     assert_eq!(r["regions"][0]["stray_bytes"], 0);

@@ -35,7 +35,7 @@ enum Cmd {
         #[command(subcommand)]
         action: TestbedAction,
         /// Base name of the namespaces and links.
-        #[arg(long, default_value = "zctb")]
+        #[arg(long, default_value = "zctb", global = true)]
         name: String,
     },
     /// Fuzz a cargo-fuzz target (installs nightly's cargo-fuzz when missing).
