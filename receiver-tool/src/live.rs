@@ -641,16 +641,10 @@ fn serve<E: CopyEngine<Vec<u8>>>(
         all_verified = false;
         if let (Some(w), Some(p)) = (rx.engine.grant(*gid), rx.progress.get(gid)) {
             missing_bytes += p.missing_bytes();
-            finished.entry(g.spi).or_default().push(GrantReport {
-                region: w.region_id,
-                generation: w.generation,
-                offset: w.offset,
-                len: w.len,
-                complete: p.is_complete(),
-                missing_bytes: p.missing_bytes(),
-                missing: p.missing().into_iter().map(|r| (r.start, r.end)).collect(),
-                digest_ok: None,
-            });
+            finished
+                .entry(g.spi)
+                .or_default()
+                .push(GrantReport::new(w, p, None));
         }
     }
     let verified = all_verified
@@ -842,16 +836,10 @@ fn complete_grant<T: CopyTarget, E: CopyEngine<Vec<u8>>>(
             at += n as u64;
         }
         verified = at == w.len && hex::encode(ctx.finish().as_ref()) == sha256.to_lowercase();
-        finished.entry(w.spi).or_default().push(GrantReport {
-            region: w.region_id,
-            generation: w.generation,
-            offset: w.offset,
-            len: w.len,
-            complete,
-            missing_bytes: 0,
-            missing: Vec::new(),
-            digest_ok: Some(verified),
-        });
+        finished
+            .entry(w.spi)
+            .or_default()
+            .push(GrantReport::new(&w, p, Some(verified)));
         // Done with this window either way: the sender is told.
         planner.forget(u64::from(gid.0));
         let _ = rx.engine.revoke_grant(gid);

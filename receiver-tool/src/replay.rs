@@ -181,16 +181,10 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
         });
         verified &= p.is_complete() && digest_ok == Some(true);
         missing_bytes += p.missing_bytes();
-        grants_by_spi.entry(g.spi).or_default().push(GrantReport {
-            region: g.region_id,
-            generation: g.generation,
-            offset: g.offset,
-            len: g.len,
-            complete: p.is_complete(),
-            missing_bytes: p.missing_bytes(),
-            missing: p.missing().into_iter().map(|r| (r.start, r.end)).collect(),
-            digest_ok,
-        });
+        grants_by_spi
+            .entry(g.spi)
+            .or_default()
+            .push(GrantReport::new(g, p, digest_ok));
     }
     let mut streams: Vec<StreamReport> = rx
         .streams

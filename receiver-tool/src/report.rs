@@ -56,6 +56,22 @@ pub struct GrantReport {
     pub digest_ok: Option<bool>,
 }
 
+impl GrantReport {
+    /// The report of grant `g` with progress `p`.
+    pub fn new(g: &placement::Grant, p: &placement::GrantProgress, digest_ok: Option<bool>) -> Self {
+        Self {
+            region: g.region_id,
+            generation: g.generation,
+            offset: g.offset,
+            len: g.len,
+            complete: p.is_complete(),
+            missing_bytes: p.missing_bytes(),
+            missing: p.missing().into_iter().map(|r| (r.start, r.end)).collect(),
+            digest_ok,
+        }
+    }
+}
+
 /// One stream (SPI).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StreamReport {
