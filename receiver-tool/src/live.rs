@@ -26,6 +26,7 @@ use crate::report::{
     CopyEngineReport, GrantReport, Numbers, RegionReport, Report, StreamReport,
     process_cpu_seconds,
 };
+use crate::digest::{DigestJob, DigestVerdict, DigestWorker};
 use crate::rx::RxPath;
 use crate::serve::{self, Event};
 use crate::xdp::XdpProgram;
@@ -358,6 +359,7 @@ fn serve<E: CopyEngine<Vec<u8>>>(
     );
     let mut last_draw = start;
     let mut all_verified = true;
+    let mut digests = DigestWorker::start(Arc::clone(memory)).context("digest thread")?;
 
     loop {
         let now_i = Instant::now();
@@ -441,7 +443,8 @@ fn serve<E: CopyEngine<Vec<u8>>>(
                 }
             }
         }
-        if sessions_seen > 0 && open_conns.is_empty() && pending.is_empty() {
+        if sessions_seen > 0 && open_conns.is_empty() && pending.is_empty() && digests.in_flight() == 0
+        {
             break;
         }
 
@@ -562,17 +565,13 @@ fn serve<E: CopyEngine<Vec<u8>>>(
                 continue;
             }
             let c = pending.swap_remove(i);
-            let response = complete_grant(
-                &mut rx,
-                &mut planner,
-                &mut region_state,
-                &mut grants,
-                &mut finished,
-                memory,
-                gid,
-                &c.sha256,
-            );
-            let _ = c.reply.send(response);
+            match complete_grant(&mut rx, &mut planner, &mut grants, c) {
+                Some(job) => digests.submit(job),
+                None => cpu_end = process_cpu_seconds() + softirq_seconds(),
+            }
+        }
+        while let Some(verdict) = digests.try_verdict() {
+            finish_check(verdict, &mut region_state, &mut finished);
             cpu_end = process_cpu_seconds() + softirq_seconds();
         }
 
@@ -801,58 +800,79 @@ fn grant<T: CopyTarget, E: CopyEngine<Vec<u8>>>(
     })
 }
 
-/// Answers a completion: verifies the digest when complete; a verified window is revoked
-/// and its space reused.
-#[allow(clippy::too_many_arguments)]
+/// A window whose digest is being checked, and what to do with the verdict.
+struct Checking {
+    grant: u32,
+    spi: u32,
+    region: u32,
+    offset: u64,
+    report: GrantReport,
+    reply: std::sync::mpsc::SyncSender<Response>,
+}
+
+/// Answers a completion: an incomplete window gets its missing ranges now; a complete
+/// one is revoked (nothing lands in it any more) and returned as a job for the digest
+/// worker. Its space is reused only after the verdict ([`finish_check`]).
 fn complete_grant<T: CopyTarget, E: CopyEngine<Vec<u8>>>(
     rx: &mut RxPath<T, E>,
     planner: &mut FillPlanner,
-    regions: &mut HashMap<u32, RegionState>,
     grants: &mut HashMap<GrantId, LiveGrant>,
-    finished: &mut HashMap<u32, Vec<GrantReport>>,
-    memory: &UmemMemory,
-    gid: GrantId,
-    sha256: &str,
-) -> Response {
+    c: PendingCompletion,
+) -> Option<DigestJob<Checking>> {
+    let gid = GrantId(c.grant);
     let (Some(w), Some(p)) = (rx.engine.grant(gid).copied(), rx.progress.get(&gid)) else {
-        return Response::Error {
+        let _ = c.reply.send(Response::Error {
             message: format!("no open grant {}", gid.0),
-        };
+        });
+        return None;
     };
-    let complete = p.is_complete();
-    let missing: Vec<(u64, u64)> = p.missing().into_iter().map(|r| (r.start, r.end)).collect();
-    let mut verified = false;
-    if complete {
-        let base = rx.engine.region(w.region_id).map_or(0, |r| r.base) + w.offset;
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0;
-        while at < w.len {
-            let n = (w.len - at).min(buf.len() as u64) as usize;
-            if memory.read(base + at, &mut buf[..n]).is_err() {
-                break;
-            }
-            ctx.update(&buf[..n]);
-            at += n as u64;
-        }
-        verified = at == w.len && hex::encode(ctx.finish().as_ref()) == sha256.to_lowercase();
-        finished
-            .entry(w.spi)
-            .or_default()
-            .push(GrantReport::new(&w, p, Some(verified)));
-        // Done with this window either way: the sender is told.
-        planner.forget(u64::from(gid.0));
-        let _ = rx.engine.revoke_grant(gid);
-        rx.forget_grant(gid);
-        grants.remove(&gid);
-        if let Some(r) = regions.get_mut(&w.region_id) {
-            r.free(w.offset);
-        }
+    if !p.is_complete() {
+        let _ = c.reply.send(Response::Status {
+            grant: gid.0,
+            complete: false,
+            verified: false,
+            missing: p.missing().into_iter().map(|r| (r.start, r.end)).collect(),
+        });
+        return None;
     }
-    Response::Status {
-        grant: gid.0,
-        complete,
-        verified,
-        missing,
+    let report = GrantReport::new(&w, p, None);
+    let base = rx.engine.region(w.region_id).map_or(0, |r| r.base) + w.offset;
+    planner.forget(u64::from(gid.0));
+    let _ = rx.engine.revoke_grant(gid);
+    rx.forget_grant(gid);
+    grants.remove(&gid);
+    Some(DigestJob {
+        addr: base,
+        len: w.len,
+        expected: c.sha256,
+        context: Checking {
+            grant: gid.0,
+            spi: w.spi,
+            region: w.region_id,
+            offset: w.offset,
+            report,
+            reply: c.reply,
+        },
+    })
+}
+
+/// Records a digest verdict, frees the window and answers the sender.
+fn finish_check(
+    verdict: DigestVerdict<Checking>,
+    regions: &mut HashMap<u32, RegionState>,
+    finished: &mut HashMap<u32, Vec<GrantReport>>,
+) {
+    let c = verdict.job.context;
+    let mut report = c.report;
+    report.digest_ok = Some(verdict.matches);
+    finished.entry(c.spi).or_default().push(report);
+    if let Some(r) = regions.get_mut(&c.region) {
+        r.free(c.offset);
     }
+    let _ = c.reply.send(Response::Status {
+        grant: c.grant,
+        complete: true,
+        verified: verdict.matches,
+        missing: Vec::new(),
+    });
 }
