@@ -160,7 +160,7 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
         let mut frame = packet.data.into_owned();
         rx.on_frame(&mut frame, None, frames, OPEN_GATE)?;
     }
-    rx.activate(u64::MAX, OPEN_GATE)?;
+    rx.activate(u64::MAX, OPEN_GATE, usize::MAX)?;
     rx.finish()?;
     let (elapsed, cpu) = (t0.elapsed().as_secs_f64(), process_cpu_seconds() - cpu0);
 

@@ -7,7 +7,7 @@
 //! slot posted to the kernel) is parked until that slot comes back, so that a copy never
 //! races the NIC for the same bytes (docs/design.md, "The prediction window").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use anyhow::Result;
 use placement::copy::pipeline::{CopiedBy, CopyPipeline, Delivered};
@@ -17,6 +17,7 @@ use placement::{
     Reason, Segment,
 };
 use psp::{MasterKeys, Sa, Version};
+use umem::LentFrame;
 
 /// What a copy carries through the pipeline, to account for it when it is delivered.
 #[derive(Debug, Clone, Copy)]
@@ -35,11 +36,38 @@ pub type Gate<'a> = &'a dyn Fn(u64, u64) -> Option<u64>;
 /// The gate of paths without fill rings (replay).
 pub const OPEN_GATE: Gate<'static> = &|_, _| None;
 
+/// Where a live segment's payload landed (replay frames land nowhere in particular).
+pub enum Landing {
+    /// At this UMEM address: a predicted slot, perhaps another segment's.
+    Slot(u64),
+    /// In a bounce frame, which is lent to the copy (or staging) instead of copied out.
+    Bounce(LentFrame),
+}
+
+/// The source of a copy: a bounce frame the payload landed in, or bytes copied out of
+/// wherever else it was (a replayed frame, or a slot that belongs to another segment and
+/// will be overwritten).
+pub enum Payload {
+    /// Copied out.
+    Owned(Vec<u8>),
+    /// Still in its bounce frame.
+    Frame(LentFrame),
+}
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Self::Owned(v) => v,
+            Self::Frame(f) => f.as_ref(),
+        }
+    }
+}
+
 /// A copy waiting for a slot to come back.
 struct Parked {
     spi: u32,
     placement: Placement,
-    bytes: Vec<u8>,
+    bytes: Payload,
 }
 
 /// What a segment's header says, before its payload is looked at.
@@ -51,18 +79,25 @@ struct SegmentMeta {
 }
 
 /// The receive path's state.
-pub struct RxPath<T: CopyTarget, E: CopyEngine<Vec<u8>>> {
+pub struct RxPath<T: CopyTarget, E: CopyEngine<Payload>> {
     pub engine: PlacementEngine,
     keys: MasterKeys,
     sas: HashMap<(u32, Version, Option<u32>), Sa>,
-    pipeline: CopyPipeline<T, E, Vec<u8>, CopyTag>,
-    delivered: Vec<Delivered<Vec<u8>, CopyTag>>,
-    staged: Vec<(u32, Placement, Vec<u8>)>,
+    pipeline: CopyPipeline<T, E, Payload, CopyTag>,
+    delivered: Vec<Delivered<Payload, CopyTag>>,
+    staged: Vec<(u32, Placement, Payload)>,
+    /// Staged payloads whose region became active, waiting for their copy.
+    ready: VecDeque<(u32, Placement, Payload)>,
     staged_bytes: usize,
+    staged_frames: usize,
     parked: HashMap<u64, Vec<Parked>>,
     /// Per grant: window ranges accepted (placed, copying, staged or parked).
     claimed: HashMap<GrantId, RangeSet>,
     max_staged_bytes: usize,
+    max_staged_frames: usize,
+    /// Payload bytes that landed in a slot belonging to another segment and were copied
+    /// out of it before their own copy (a second copy; see docs/design.md).
+    pub rescued_bytes: u64,
     pub counters: Counters,
     pub streams: Streams,
     pub progress: HashMap<GrantId, GrantProgress>,
@@ -70,11 +105,11 @@ pub struct RxPath<T: CopyTarget, E: CopyEngine<Vec<u8>>> {
     pub not_psp: u64,
 }
 
-impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
+impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
     pub fn new(
         engine: PlacementEngine,
         keys: MasterKeys,
-        pipeline: CopyPipeline<T, E, Vec<u8>, CopyTag>,
+        pipeline: CopyPipeline<T, E, Payload, CopyTag>,
         max_staged_bytes: usize,
     ) -> Self {
         let progress = engine
@@ -88,15 +123,25 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
             pipeline,
             delivered: Vec::new(),
             staged: Vec::new(),
+            ready: VecDeque::new(),
             staged_bytes: 0,
+            staged_frames: 0,
             parked: HashMap::new(),
             claimed: HashMap::new(),
             max_staged_bytes,
+            max_staged_frames: usize::MAX,
+            rescued_bytes: 0,
             counters: Counters::default(),
             streams: Streams::new(),
             progress,
             not_psp: 0,
         }
+    }
+
+    /// Stages at most `frames` bounce frames at a time (the rest of the pool keeps the fill
+    /// rings going); payloads beyond are rejected as not ready, and retransmitted.
+    pub fn limit_staged_frames(&mut self, frames: usize) {
+        self.max_staged_frames = frames;
     }
 
     fn count(&mut self, spi: u32, f: impl Fn(&mut Counters)) {
@@ -165,18 +210,19 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
             seq: tcp.seq,
             authenticated,
         };
-        self.place(&meta, &segment[payload], landed_at, now, gate).map(Some)
+        let landing = landed_at.map(Landing::Slot);
+        self.place(&meta, &segment[payload], landing, now, gate).map(Some)
     }
 
     /// Handles one segment split by the XDP program: `header` (PSP header through TCP
-    /// header) and `icv` from the header record, `payload` where it landed (decrypted in
+    /// header) and `icv` from the header record, `payload` where it `landed` (decrypted in
     /// place there).
     pub fn on_split(
         &mut self,
         header: &[u8],
         icv: &[u8; psp::ICV_LEN],
         payload: &mut [u8],
-        landed_at: Option<u64>,
+        landed: Landing,
         now: u64,
         gate: Gate<'_>,
     ) -> Result<Option<Decision>> {
@@ -207,17 +253,33 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
             seq: tcp.seq,
             authenticated,
         };
-        self.place(&meta, payload, landed_at, now, gate).map(Some)
+        self.place(&meta, payload, Some(landed), now, gate).map(Some)
+    }
+
+    /// The source of a copy of `payload`: its bounce frame, or a copy of it.
+    fn source(&mut self, payload: &[u8], landed: Option<Landing>) -> Payload {
+        match landed {
+            Some(Landing::Bounce(frame)) => Payload::Frame(frame),
+            Some(Landing::Slot(_)) => {
+                self.rescued_bytes += payload.len() as u64;
+                Payload::Owned(payload.to_vec())
+            }
+            None => Payload::Owned(payload.to_vec()),
+        }
     }
 
     fn place(
         &mut self,
         meta: &SegmentMeta,
         payload: &[u8],
-        landed_at: Option<u64>,
+        mut landed: Option<Landing>,
         now: u64,
         gate: Gate<'_>,
     ) -> Result<Decision> {
+        let landed_at = match landed {
+            Some(Landing::Slot(addr)) => Some(addr),
+            _ => None,
+        };
         let spi = meta.spi;
         let len = payload.len() as u64;
         // A frame is far smaller than 4 GiB; saturate rather than wrap if not.
@@ -241,27 +303,35 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
                 self.record(p);
             }
             Decision::Copy(p, Reason::NotReady) => {
-                if self.staged_bytes + payload.len() > self.max_staged_bytes {
+                let in_frame = matches!(landed, Some(Landing::Bounce(_)));
+                let full = self.staged_bytes + payload.len() > self.max_staged_bytes
+                    || (in_frame && self.staged_frames >= self.max_staged_frames);
+                if full {
                     self.count(spi, |c| c.reject(Reason::NotReady, len));
                 } else {
                     self.claim(p);
                     self.staged_bytes += payload.len();
-                    self.staged.push((spi, p, payload.to_vec()));
+                    self.staged_frames += usize::from(in_frame);
+                    let src = self.source(payload, landed.take());
+                    self.staged.push((spi, p, src));
                     self.count(spi, |c| c.staged.add(len));
                 }
             }
             Decision::Copy(p, _) => {
                 self.claim(p);
-                self.copy(spi, p, payload.to_vec(), gate)?;
+                let src = self.source(payload, landed.take());
+                self.copy(spi, p, src, gate)?;
             }
             Decision::Reject(reason) => self.count(spi, |c| c.reject(reason, len)),
         }
+        // A bounce frame not kept goes back to the plan here (on drop).
+        drop(landed);
         self.deliver()?;
         Ok(decision)
     }
 
     /// Submits a copy, or parks it while a posted slot may still write its destination.
-    fn copy(&mut self, spi: u32, p: Placement, bytes: Vec<u8>, gate: Gate<'_>) -> Result<()> {
+    fn copy(&mut self, spi: u32, p: Placement, bytes: Payload, gate: Gate<'_>) -> Result<()> {
         if let Some(slot) = gate(p.addr, u64::from(p.len)) {
             self.parked.entry(slot).or_default().push(Parked {
                 spi,
@@ -289,7 +359,7 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
 
     /// Bytes of copies parked behind posted slots.
     pub fn parked_bytes(&self) -> usize {
-        self.parked.values().flatten().map(|p| p.bytes.len()).sum()
+        self.parked.values().flatten().map(|p| p.bytes.as_ref().len()).sum()
     }
 
     fn claim(&mut self, p: Placement) {
@@ -341,24 +411,29 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
         Ok(())
     }
 
-    /// Promotes pending generations due at `now` and copies in what was staged for them.
-    /// Returns the regions activated.
-    pub fn activate(&mut self, now: u64, gate: Gate<'_>) -> Result<Vec<u32>> {
+    /// Promotes pending generations due at `now`, then copies in up to `budget` of the
+    /// payloads staged for active regions (the rest on later calls, so that a large
+    /// backlog does not stall the fill rings). Returns the regions activated.
+    pub fn activate(&mut self, now: u64, gate: Gate<'_>, budget: usize) -> Result<Vec<u32>> {
         let mut activated = Vec::new();
         self.engine.advance(now, |r| activated.push(r.id));
-        if activated.is_empty() {
-            return Ok(activated);
+        if !activated.is_empty() {
+            let (ready, waiting): (Vec<_>, Vec<_>) = self
+                .staged
+                .drain(..)
+                .partition(|(_, p, _)| activated.contains(&p.region_id));
+            self.staged = waiting;
+            self.ready.extend(ready);
         }
-        let (ready, waiting): (Vec<_>, Vec<_>) = self
-            .staged
-            .drain(..)
-            .partition(|(_, p, _)| activated.contains(&p.region_id));
-        self.staged = waiting;
-        for (spi, p, bytes) in ready {
-            self.staged_bytes -= bytes.len();
-            self.copy(spi, p, bytes, gate)?;
+        let n = budget.min(self.ready.len());
+        if n > 0 {
+            for (spi, p, bytes) in self.ready.drain(..n).collect::<Vec<_>>() {
+                self.staged_bytes -= bytes.as_ref().len();
+                self.staged_frames -= usize::from(matches!(bytes, Payload::Frame(_)));
+                self.copy(spi, p, bytes, gate)?;
+            }
+            self.deliver()?;
         }
-        self.deliver()?;
         Ok(activated)
     }
 
@@ -388,7 +463,7 @@ impl<T: CopyTarget, E: CopyEngine<Vec<u8>>> RxPath<T, E> {
     }
 
     /// The pipeline (for its stats and decider).
-    pub fn pipeline(&self) -> &CopyPipeline<T, E, Vec<u8>, CopyTag> {
+    pub fn pipeline(&self) -> &CopyPipeline<T, E, Payload, CopyTag> {
         &self.pipeline
     }
 }

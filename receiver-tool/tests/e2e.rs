@@ -169,6 +169,32 @@ fn late_region_copies_early_segments_then_places_directly() {
     assert!(u(r, "cpu_copy_bytes") >= u(r, "staged_bytes"), "and were copied in");
     assert!(u(r, "direct_bytes") > u(r, "payload_bytes") / 4, "the rest direct: {r}");
     assert_eq!(u(r, "still_staged_bytes"), 0);
+    let receiver = &r["xsk_stats"]["receiver"];
+    assert_eq!(u(receiver, "rescued_bytes"), 0, "staged payloads stayed in their bounce frames");
+}
+
+#[test]
+fn staging_beyond_the_bounce_pool_is_refused_then_retransmitted() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    // 2048 bounce frames, 64 + 512 kept for the queue: at most 1472 payloads staged. About
+    // 4000 of the 6000 segments arrive before the region activates.
+    let o = run(
+        "zce2estage",
+        1,
+        &["--region", "1:16M:late", "--activation-delay-ms", "200", "--bounce-frames", "2048"],
+        &["--message-bytes", "8400000", "--rate-pps", "20000"],
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    let staged = u(r, "staged_bytes");
+    assert!(staged > 0 && staged <= 1472 * 1400, "staged {staged} bytes: {r}");
+    assert!(u(&r["rejects"], "not_ready") > 0, "the rest was refused: {r}");
+    assert!(u(&o.send, "retransmitted_segments") > 0, "and sent again");
+    assert_eq!(u(r, "still_staged_bytes"), 0);
+    assert_eq!(r["regions"][0]["stray_bytes"], 0);
 }
 
 #[test]
@@ -187,6 +213,10 @@ fn descending_order_is_copied_into_place() {
     assert_eq!(r["verified"], true, "{r}");
     // The plan predicts ascending slots: segments arriving backwards land elsewhere.
     assert!(u(r, "cpu_copy_bytes") > u(r, "payload_bytes") / 2, "{r}");
+    // Those in another segment's slot were copied out first (that slot is overwritten by
+    // its own segment); those in bounce frames were not. Both are counted.
+    let rescued = u(&r["xsk_stats"]["receiver"], "rescued_bytes");
+    assert!(rescued > 0 && rescued <= u(r, "cpu_copy_bytes"), "{r}");
     assert_eq!(r["regions"][0]["stray_bytes"], 0);
 }
 

@@ -2,6 +2,8 @@
 //! by guard space) and a pool of bounce frames, addressed by UMEM offset. Placement
 //! addresses *are* UMEM offsets.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::{Error, Result};
@@ -219,12 +221,9 @@ impl UmemMemory {
     /// [`Error::OutOfRange`].
     pub fn write(&self, addr: u64, src: &[u8]) -> Result<()> {
         let start = self.check(addr, src.len())?;
-        // SAFETY: start..start+len is inside the mapping (checked); src is ordinary memory
-        // and cannot overlap the UMEM mapping it is copied into unless the caller passes a
-        // UMEM slice, which the safe API never hands out.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.as_mut_ptr().add(start), src.len())
-        };
+        // SAFETY: start..start+len is inside the mapping (checked). `src` may itself be
+        // UMEM (a lent bounce frame), so the copy tolerates overlap.
+        unsafe { std::ptr::copy(src.as_ptr(), self.as_mut_ptr().add(start), src.len()) };
         Ok(())
     }
 
@@ -254,6 +253,86 @@ impl UmemMemory {
         let start = self.check(addr, len)?;
         // SAFETY: inside the mapping (checked); exclusivity is the caller's contract.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.as_mut_ptr().add(start), len) })
+    }
+}
+
+/// Bounce frames whose [`LentFrame`] was dropped, waiting to go back to the fill plan
+/// ([`crate::FillPlanner::release_bounce`]).
+#[derive(Debug, Clone, Default)]
+pub struct FrameReturns(Arc<Mutex<Vec<u32>>>);
+
+impl FrameReturns {
+    /// The frames returned since the last call.
+    pub fn take(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A payload left in the bounce frame it landed in, lent out of the fill plan: the source
+/// of a copy (or kept while its region is not active yet) instead of being copied out
+/// first. Dropping it returns the frame through its [`FrameReturns`], so no path can leak
+/// one.
+#[derive(Debug)]
+pub struct LentFrame {
+    memory: Arc<UmemMemory>,
+    start: usize,
+    len: usize,
+    index: u32,
+    returns: FrameReturns,
+}
+
+impl LentFrame {
+    /// Lends the `len` bytes at `data` inside bounce frame `index`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] when the bytes are not inside that frame.
+    ///
+    /// # Safety
+    /// The frame must be the caller's (it came back in an RX descriptor and is on no
+    /// ring) and stay unposted and unwritten until this value is dropped.
+    pub unsafe fn new(
+        memory: &Arc<UmemMemory>,
+        layout: &Layout,
+        returns: &FrameReturns,
+        index: u32,
+        data: u64,
+        len: usize,
+    ) -> Result<Self> {
+        let frame = layout.bounce_addr(index);
+        let inside = data
+            .checked_add(len as u64)
+            .is_some_and(|end| data >= frame && end <= frame + u64::from(layout.chunk_size));
+        if index >= layout.bounce_frames || !inside {
+            return Err(Error::OutOfRange { addr: data, len });
+        }
+        let start = memory.check(data, len)?;
+        Ok(Self {
+            memory: Arc::clone(memory),
+            start,
+            len,
+            index,
+            returns: returns.clone(),
+        })
+    }
+
+    /// The bounce frame's number.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+}
+
+impl Drop for LentFrame {
+    fn drop(&mut self) {
+        let mut returned = self.returns.0.lock().unwrap_or_else(PoisonError::into_inner);
+        returned.push(self.index);
+    }
+}
+
+impl AsRef<[u8]> for LentFrame {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: inside the mapping (checked in `new`), and by `new`'s contract no ring
+        // and no writer touches the frame while this value lives.
+        unsafe { std::slice::from_raw_parts(self.memory.as_mut_ptr().add(self.start), self.len) }
     }
 }
 
@@ -296,5 +375,29 @@ mod tests {
         assert_eq!(&out, b"hello");
         assert!(m.write(HUGE_PAGE - 2, b"abc").is_err());
         assert!(m.read(u64::MAX, &mut out).is_err());
+    }
+
+    #[test]
+    fn lent_frames_stay_inside_their_bounce_frame() {
+        let l = Layout::new(&[(1, 4096)], 4, 2048).unwrap();
+        let m = Arc::new(UmemMemory::new(l.len).unwrap());
+        let data = l.bounce_addr(2) + l.landing_shift();
+        m.write(data, b"payload").unwrap();
+        let returns = FrameReturns::default();
+        // SAFETY: nothing else uses this memory in the test.
+        let f = unsafe { LentFrame::new(&m, &l, &returns, 2, data, 7) }.unwrap();
+        assert_eq!(f.as_ref(), b"payload");
+        assert_eq!(f.index(), 2);
+        assert!(returns.take().is_empty());
+        drop(f);
+        assert_eq!(returns.take(), vec![2], "dropping returns the frame");
+        assert!(returns.take().is_empty());
+        // SAFETY: as above; each call is refused before lending anything.
+        unsafe {
+            assert!(LentFrame::new(&m, &l, &returns, 2, data, 2048).is_err(), "runs into frame 3");
+            assert!(LentFrame::new(&m, &l, &returns, 1, data, 7).is_err(), "not inside frame 1");
+            assert!(LentFrame::new(&m, &l, &returns, 4, l.bounce_addr(3), 7).is_err(), "no frame 4");
+        }
+        assert!(returns.take().is_empty(), "refused lends return nothing");
     }
 }
