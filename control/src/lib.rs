@@ -118,7 +118,7 @@ pub enum Error {
     #[error("control message longer than {MAX_LINE} bytes")]
     Oversized,
     /// A line that is not a valid message.
-    #[error("malformed control message: {0}")]
+    #[error("malformed control message")]
     Malformed(#[from] serde_json::Error),
 }
 

@@ -54,11 +54,25 @@ fn wait(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitSta
 struct Outcome {
     recv: Value,
     send: Value,
+    /// The receiver's log (stderr).
+    recv_log: String,
 }
 
 /// Brings up test hosts `name` with `queues` queues, runs a receiver with `recv_args` and
 /// a sender with `send_args`, and returns both JSON reports.
 fn run(name: &str, queues: u32, recv_args: &[&str], send_args: &[&str]) -> Outcome {
+    run_after(name, queues, recv_args, send_args, None)
+}
+
+/// As [`run`], running the bash `script` in the sender's namespace (and checking it
+/// succeeded) before the sender starts.
+fn run_after(
+    name: &str,
+    queues: u32,
+    recv_args: &[&str],
+    send_args: &[&str],
+    script: Option<&str>,
+) -> Outcome {
     let tb = Testbed::up(name, queues).expect("test hosts");
     let dir = std::env::temp_dir().join(format!("zc-e2e-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -72,8 +86,20 @@ fn run(name: &str, queues: u32, recv_args: &[&str], send_args: &[&str]) -> Outco
         .arg(&recv_json)
         .args(recv_args)
         .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("recv.log")).expect("receiver log"))
         .spawn()
         .expect("start zc-recv");
+    if let Some(script) = script {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &tb.sender_ns(), "bash", "-c", script])
+            .status()
+            .expect("run script");
+        if !ok.success() {
+            let _ = recv.kill();
+            let _ = recv.wait();
+            panic!("script in the sender's namespace failed ({ok}): {script}");
+        }
+    }
     let send_status = Command::new("ip")
         .args(["netns", "exec", &tb.sender_ns()])
         .arg(zc_send())
@@ -83,8 +109,12 @@ fn run(name: &str, queues: u32, recv_args: &[&str], send_args: &[&str]) -> Outco
         .stdout(Stdio::null())
         .spawn()
         .map(|mut c| wait(&mut c, Duration::from_secs(150), "zc-send"));
-    let recv_status = wait(&mut recv, Duration::from_secs(150), "zc-recv");
     let send_status = send_status.expect("start zc-send");
+    if !send_status.success() {
+        // The receiver would wait for its sessions until --max-seconds.
+        let _ = recv.kill();
+    }
+    let recv_status = wait(&mut recv, Duration::from_secs(150), "zc-recv");
     assert!(send_status.success(), "zc-send failed: {send_status}");
     assert!(recv_status.success(), "zc-recv failed: {recv_status}");
     let read = |p: &PathBuf| -> Value {
@@ -94,6 +124,7 @@ fn run(name: &str, queues: u32, recv_args: &[&str], send_args: &[&str]) -> Outco
     Outcome {
         recv: read(&recv_json),
         send: read(&send_json),
+        recv_log: std::fs::read_to_string(dir.join("recv.log")).unwrap_or_default(),
     }
 }
 
@@ -135,7 +166,7 @@ fn two_streams_on_two_queues_both_verify() {
         "zce2etwo",
         2,
         &["--region", "1:16M", "--region", "2:16M"],
-        &["--queues", "0,1", "--regions", "1,2", "--messages", "2", "--message-bytes", "4194304"],
+        &["--queues", "0,1", "--regions", "1,2", "--messages", "2", "--message-bytes", "4194304", "--prebuild"],
     );
     let r = &o.recv;
     assert_eq!(r["verified"], true, "{r}");
@@ -148,6 +179,59 @@ fn two_streams_on_two_queues_both_verify() {
         assert!(u(s, "direct_bytes") > u(s, "payload_bytes") * 9 / 10, "stream {i}: {s}");
     }
     assert_eq!(u(&o.send, "verified_messages"), 4);
+    assert_eq!(o.send["prebuilt"], true);
+    assert!(o.send["build_seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn af_packet_fallback_transmit_verifies() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let o = run("zce2epkt", 1, &["--region", "1:16M"], &["--tx", "packet", "--message-bytes", "4194304"]);
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(o.send["tx"], "af_packet");
+    assert_eq!(u(&o.send, "verified_messages"), 1);
+    assert!(u(r, "direct_bytes") > u(r, "payload_bytes") * 9 / 10, "{r}");
+}
+
+/// Connects to the receiver's control port (retrying while it starts), sends `what`, and
+/// succeeds when the receiver closes the connection within 5 s.
+const INTRUDER: &str = r#"
+closed_after() {
+  for i in $(seq 100); do { exec 3<>/dev/tcp/10.77.0.2/7000; } 2>/dev/null && break; sleep 0.1; done
+  "$@" >&3 2>/dev/null
+  timeout 5 cat <&3 >/dev/null 2>&1
+  [ $? -ne 124 ] || { echo "receiver kept the connection open"; exit 1; }
+  exec 3<&-
+}
+closed_after printf 'this is not JSON
+'
+closed_after printf '{"grant": {"spi": "nonsense"}}
+'
+closed_after head -c 2000000 /dev/zero
+"#;
+
+#[test]
+fn malformed_control_messages_close_only_their_connection() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let o = run_after(
+        "zce2ectl",
+        1,
+        &["--region", "1:16M"],
+        &["--message-bytes", "4194304"],
+        Some(INTRUDER),
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "the receiver kept serving: {r}");
+    assert_eq!(u(&o.send, "verified_messages"), 1);
+    let errors = o.recv_log.matches("control connection").count();
+    assert_eq!(errors, 3, "one logged error per bad connection:\n{}", o.recv_log);
 }
 
 #[test]

@@ -21,6 +21,9 @@ use schedule::{Impairments, Order, Rng, schedule};
 use serde::Serialize;
 use tx::{PacketTx, Transmit, XdpTx};
 
+/// Most frames `--prebuild` builds ahead (2 KiB each).
+const MAX_PREBUILT_FRAMES: u32 = 262_144;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum TxKind {
     /// AF_XDP socket in copy mode on each stream's queue.
@@ -85,6 +88,11 @@ struct Cli {
     /// QUEUE:forged-icv. Liars send each message once and do not retransmit.
     #[arg(long)]
     lie: Vec<String>,
+    /// Build and seal every frame of a round (up to 262,144 frames, 512 MiB) before
+    /// sending any, so that sending runs at the path's rate rather than at the rate of
+    /// sealing; `send_seconds` then excludes building (`build_seconds`).
+    #[arg(long)]
+    prebuild: bool,
     /// Write the sender's report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -362,9 +370,13 @@ struct SendReport {
     segments_sent: u64,
     retransmitted_segments: u64,
     payload_bytes_sent: u64,
+    /// Frames were built and sealed before sending (`--prebuild`).
+    prebuilt: bool,
     seconds: f64,
-    /// Time spent sending (building, sealing, transmitting), without message generation,
-    /// digests and control round trips.
+    /// With `--prebuild`: time spent building and sealing frames ahead of sending.
+    build_seconds: f64,
+    /// Time spent sending (building and sealing too, unless prebuilt; transmitting),
+    /// without message generation, digests and control round trips.
     send_seconds: f64,
     gbit_per_s: f64,
     packets_per_s: f64,
@@ -379,6 +391,12 @@ struct Pacer {
 }
 
 impl Pacer {
+    /// Counts from now (after a pause for building, so that it does not burst).
+    fn restart(&mut self) {
+        self.start = Instant::now();
+        self.sent = 0;
+    }
+
     fn wait(&mut self) {
         self.sent += 1;
         let Some(rate) = self.rate else { return };
@@ -416,9 +434,17 @@ fn run(cli: &Cli) -> Result<()> {
         }
     }
     let lies: Vec<(u32, Lie)> = cli.lie.iter().map(|s| parse_lie(s)).collect::<Result<_>>()?;
+    let segments = usize::try_from(cli.message_bytes.div_ceil(u64::from(cli.mss)))?;
+    let frames = if cli.prebuild {
+        // A first round, with room for duplicates.
+        let round = (segments * cli.queues.len()) as f64 * (1.0 + cli.duplicate);
+        (round.ceil() as u32).clamp(4096, MAX_PREBUILT_FRAMES)
+    } else {
+        4096
+    };
     let mut tx: Box<dyn Transmit> = match cli.tx {
-        TxKind::Xdp => Box::new(XdpTx::open(&cli.iface, &cli.queues)?),
-        TxKind::Packet => Box::new(PacketTx::open(&cli.iface)?),
+        TxKind::Xdp => Box::new(XdpTx::open(&cli.iface, &cli.queues, frames)?),
+        TxKind::Packet => Box::new(PacketTx::open(&cli.iface, frames)?),
     };
     let mut streams = Vec::new();
     for (i, &q) in cli.queues.iter().enumerate() {
@@ -438,7 +464,6 @@ fn run(cli: &Cli) -> Result<()> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let segments = usize::try_from(cli.message_bytes.div_ceil(u64::from(cli.mss)))?;
     let imp = Impairments {
         loss: cli.loss,
         duplicate: cli.duplicate,
@@ -456,7 +481,9 @@ fn run(cli: &Cli) -> Result<()> {
         segments_sent: 0,
         retransmitted_segments: 0,
         payload_bytes_sent: 0,
+        prebuilt: cli.prebuild,
         seconds: 0.0,
+        build_seconds: 0.0,
         send_seconds: 0.0,
         gbit_per_s: 0.0,
         packets_per_s: 0.0,
@@ -480,13 +507,36 @@ fn run(cli: &Cli) -> Result<()> {
             .map(|_| schedule(segments, cli.order, cli.shuffle_window, imp, &mut rng))
             .collect();
         for round in 0..50 {
-            let sending = Instant::now();
+            // Every stream's schedule, interleaved: (stream, segment).
             let longest = pending.iter().map(Vec::len).max().unwrap_or(0);
-            for k in 0..longest {
-                for (s, sched) in streams.iter_mut().zip(&pending) {
-                    let Some(&j) = sched.get(k) else { continue };
-                    tx.send(s.queue, &mut |buf| s.build(j, cli.mss, buf))?;
+            let items: Vec<(usize, usize)> = (0..longest)
+                .flat_map(|k| pending.iter().enumerate().filter_map(move |(i, sc)| Some((i, *sc.get(k)?))))
+                .collect();
+            let mut next = 0;
+            let mut batch = Vec::new();
+            while next < items.len() {
+                // Prepare one frame, or with --prebuild as many as there are frames for.
+                let building = Instant::now();
+                let want = if cli.prebuild { items.len() - next } else { 1 };
+                while batch.len() < want {
+                    let (i, j) = items[next + batch.len()];
+                    let s = &mut streams[i];
+                    match tx.prepare(s.queue, &mut |buf| s.build(j, cli.mss, buf))? {
+                        Some(p) => batch.push(p),
+                        None if batch.is_empty() => tx.make_room()?,
+                        None => break,
+                    }
+                }
+                if cli.prebuild {
+                    report.build_seconds += building.elapsed().as_secs_f64();
+                    pacer.restart();
+                }
+                let sending = if cli.prebuild { Instant::now() } else { building };
+                for p in batch.drain(..) {
+                    tx.submit(p)?;
                     pacer.wait();
+                    let j = items[next].1;
+                    next += 1;
                     report.segments_sent += 1;
                     let bytes = (cli.message_bytes - (j as u64 * u64::from(cli.mss))).min(u64::from(cli.mss));
                     report.payload_bytes_sent += bytes;
@@ -496,9 +546,11 @@ fn run(cli: &Cli) -> Result<()> {
                         report.retransmitted_segments += 1;
                     }
                 }
+                if next == items.len() {
+                    tx.flush()?;
+                }
+                report.send_seconds += sending.elapsed().as_secs_f64();
             }
-            tx.flush()?;
-            report.send_seconds += sending.elapsed().as_secs_f64();
             let mut all_done = true;
             for (s, sched) in streams.iter_mut().zip(pending.iter_mut()) {
                 sched.clear();

@@ -10,24 +10,62 @@ use umem::{Desc, Layout, Socket, SocketConfig, Umem, UmemMemory};
 /// Largest frame the sender builds.
 pub const FRAME_SIZE: u32 = 2048;
 
-/// Something frames can be sent through.
+/// A frame built in transmit memory and not queued yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    queue: u32,
+    frame: u32,
+    len: u32,
+}
+
+/// Something frames can be sent through: frames are built first ([`Transmit::prepare`])
+/// and queued later ([`Transmit::submit`]), one at a time or, with `--prebuild`, a whole
+/// round built and sealed before any is sent.
 pub trait Transmit {
-    /// Builds one frame with `build` (which writes into the buffer and returns the frame
-    /// length) and queues it on `queue`. Waits for room when the path is full.
+    /// Builds one frame for `queue` with `build` (which writes into the buffer and returns
+    /// the frame length). Returns None when every frame is in use (send what is
+    /// prepared, then try again).
     ///
     /// # Errors
-    /// A failing build or send.
-    fn send(
+    /// A failing build, or no socket on `queue`.
+    fn prepare(
         &mut self,
         queue: u32,
         build: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
-    ) -> Result<()>;
+    ) -> Result<Option<Prepared>>;
+
+    /// Queues a prepared frame. Waits for room when the path is full.
+    ///
+    /// # Errors
+    /// A failing send.
+    fn submit(&mut self, frame: Prepared) -> Result<()>;
+
+    /// Waits until a frame can be prepared again (frames in flight complete).
+    ///
+    /// # Errors
+    /// Nothing completes within 5 s, or every frame is prepared and none was submitted.
+    fn make_room(&mut self) -> Result<()>;
 
     /// Pushes out what is queued and waits until it left.
     ///
     /// # Errors
     /// A failing send.
     fn flush(&mut self) -> Result<()>;
+}
+
+/// Builds into `frame` with `build`, checking the length.
+fn build_into(
+    queue: u32,
+    frame: u32,
+    buf: &mut [u8],
+    build: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
+) -> Result<Prepared> {
+    let len = build(buf)?;
+    Ok(Prepared {
+        queue,
+        frame,
+        len: u32::try_from(len).context("frame too long")?,
+    })
 }
 
 /// AF_XDP transmit: one socket per queue sharing one UMEM of frames.
@@ -41,12 +79,11 @@ pub struct XdpTx {
 }
 
 impl XdpTx {
-    /// Opens sockets on `queues` of `ifname`.
+    /// Opens sockets on `queues` of `ifname`, sharing a UMEM of `frames` frames.
     ///
     /// # Errors
     /// UMEM or socket creation failures (not root, no such interface or queue).
-    pub fn open(ifname: &str, queues: &[u32]) -> Result<Self> {
-        let frames = 4096;
+    pub fn open(ifname: &str, queues: &[u32], frames: u32) -> Result<Self> {
         let layout = Layout::new(&[], frames, FRAME_SIZE)?;
         let memory = Arc::new(UmemMemory::new(layout.len)?);
         let umem = Umem::new(memory, layout, 2048).context("AF_XDP UMEM")?;
@@ -95,41 +132,38 @@ impl XdpTx {
 }
 
 impl Transmit for XdpTx {
-    fn send(
+    fn prepare(
         &mut self,
         queue: u32,
         build: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
-    ) -> Result<()> {
-        let frame = loop {
-            if let Some(f) = self.free.pop() {
-                break f;
-            }
-            self.kick();
+    ) -> Result<Option<Prepared>> {
+        if !self.sockets.contains_key(&queue) {
+            bail!("no AF_XDP socket on queue {queue}");
+        }
+        if self.free.is_empty() {
             self.reap();
-            if self.free.is_empty() {
-                std::thread::yield_now();
-            }
+        }
+        let Some(frame) = self.free.pop() else {
+            return Ok(None);
         };
         let addr = self.umem.layout().bounce_addr(frame);
         // SAFETY: frame `frame` is ours: it is on no TX ring (it came from the free list,
         // which only holds frames that were never queued or whose completion came back).
         let buf = unsafe { self.umem.memory().slice_mut(addr, FRAME_SIZE as usize)? };
-        let len = match build(buf) {
-            Ok(len) => len,
-            Err(e) => {
-                self.free.push(frame);
-                return Err(e);
-            }
-        };
-        let Some(socket) = self.sockets.get_mut(&queue) else {
+        let prepared = build_into(queue, frame, buf, build);
+        if prepared.is_err() {
             self.free.push(frame);
-            bail!("no AF_XDP socket on queue {queue}");
-        };
+        }
+        prepared.map(Some)
+    }
+
+    fn submit(&mut self, p: Prepared) -> Result<()> {
         let desc = Desc {
-            addr,
-            len: u32::try_from(len).context("frame too long")?,
+            addr: self.umem.layout().bounce_addr(p.frame),
+            len: p.len,
             options: 0,
         };
+        let socket = self.sockets.get_mut(&p.queue).context("no AF_XDP socket")?;
         loop {
             let tx = socket.tx.as_mut().context("socket without TX ring")?;
             if tx.produce([desc]) == 1 {
@@ -142,6 +176,19 @@ impl Transmit for XdpTx {
         if self.unkicked >= 32 {
             self.kick();
             self.reap();
+        }
+        Ok(())
+    }
+
+    fn make_room(&mut self) -> Result<()> {
+        let start = std::time::Instant::now();
+        while self.free.is_empty() {
+            self.kick();
+            self.reap();
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                bail!("AF_XDP TX completed no frame in 5 s");
+            }
+            std::thread::yield_now();
         }
         Ok(())
     }
@@ -162,19 +209,21 @@ impl Transmit for XdpTx {
 }
 
 /// AF_PACKET transmit (raw socket), the fallback where AF_XDP is not available. The queue
-/// is chosen by the kernel, not by us.
+/// is chosen by the kernel, not by us. Frames are built in ordinary buffers.
 pub struct PacketTx {
     fd: std::os::fd::OwnedFd,
     ifindex: i32,
-    buf: Vec<u8>,
+    frames: Vec<Vec<u8>>,
+    free: Vec<u32>,
+    limit: u32,
 }
 
 impl PacketTx {
-    /// Opens a raw socket on `ifname`.
+    /// Opens a raw socket on `ifname`, with up to `frames` frames prepared at a time.
     ///
     /// # Errors
     /// Not root, or no such interface.
-    pub fn open(ifname: &str) -> Result<Self> {
+    pub fn open(ifname: &str, frames: u32) -> Result<Self> {
         use std::os::fd::FromRawFd;
         let name = std::ffi::CString::new(ifname)?;
         // SAFETY: a valid C string.
@@ -191,31 +240,50 @@ impl PacketTx {
             // SAFETY: fd is a fresh descriptor we own.
             fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
             ifindex: i32::try_from(ifindex)?,
-            buf: vec![0; FRAME_SIZE as usize],
+            frames: Vec::new(),
+            free: Vec::new(),
+            limit: frames.max(1),
         })
     }
 }
 
 impl Transmit for PacketTx {
-    fn send(
+    fn prepare(
         &mut self,
-        _queue: u32,
+        queue: u32,
         build: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
-    ) -> Result<()> {
+    ) -> Result<Option<Prepared>> {
+        let frame = match self.free.pop() {
+            Some(f) => f,
+            None if (self.frames.len() as u32) < self.limit => {
+                self.frames.push(vec![0; FRAME_SIZE as usize]);
+                self.frames.len() as u32 - 1
+            }
+            None => return Ok(None),
+        };
+        let prepared = build_into(queue, frame, &mut self.frames[frame as usize], build);
+        if prepared.is_err() {
+            self.free.push(frame);
+        }
+        prepared.map(Some)
+    }
+
+    fn submit(&mut self, p: Prepared) -> Result<()> {
         use std::os::fd::AsRawFd;
-        let len = build(&mut self.buf)?;
+        let buf = &self.frames[p.frame as usize];
+        let len = p.len as usize;
         // SAFETY: zeroed sockaddr_ll is valid; we set the fields sendto needs.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_ifindex = self.ifindex;
         sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&self.buf[..6]);
+        sll.sll_addr[..6].copy_from_slice(&buf[..6]);
         loop {
             // SAFETY: buf holds len bytes; sll is a valid sockaddr_ll.
             let r = unsafe {
                 libc::sendto(
                     self.fd.as_raw_fd(),
-                    self.buf.as_ptr().cast(),
+                    buf.as_ptr().cast(),
                     len,
                     0,
                     (&raw const sll).cast(),
@@ -223,14 +291,25 @@ impl Transmit for PacketTx {
                 )
             };
             if r >= 0 {
+                // sendto copied the frame: it is free again.
+                self.free.push(p.frame);
                 return Ok(());
             }
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::ENOBUFS) {
+                self.free.push(p.frame);
                 return Err(e).context("AF_PACKET sendto");
             }
             std::thread::yield_now();
         }
+    }
+
+    fn make_room(&mut self) -> Result<()> {
+        // Frames come back as soon as they are submitted.
+        if self.free.is_empty() && self.frames.len() as u32 >= self.limit {
+            bail!("all {} frames are prepared and none was submitted", self.limit);
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -154,7 +154,7 @@ fn demo(messages: u32) -> Result<()> {
     let send_bin = bin.join("zc-send");
     let send = testbed::Testbed::command_in(&tb.sender_ns(), &send_bin.to_string_lossy())
         .args(["--control", &listen, "--iface", &tb.sender_if(), "--queues", "0,1"])
-        .args(["--regions", "1,2", "--message-bytes", "67108864"])
+        .args(["--regions", "1,2", "--message-bytes", "67108864", "--prebuild"])
         .args(["--messages", &messages.to_string()])
         .status()
         .context("running zc-send")?;
