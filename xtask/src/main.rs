@@ -2,6 +2,7 @@
 //! on a fresh machine and runs every test.
 
 mod install;
+mod live;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,8 +21,17 @@ struct Cli {
 enum Cmd {
     /// Install what is missing, then run every test of the workspace.
     Test,
-    /// Run the criterion benchmarks.
-    Bench,
+    /// Run the criterion benchmarks; with --live, the testbed's own benchmark instead:
+    /// the sender/receiver pair on local test hosts, sealing in the send loop vs
+    /// --prebuild, alternating trials, medians (needs root).
+    Bench {
+        /// Benchmark the live data path instead of running criterion.
+        #[arg(long)]
+        live: bool,
+        /// Trials per mode (--live).
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+    },
     /// The main job: install what is missing, build, bring the test hosts up, move 1 GiB
     /// from zc-send to zc-recv over 2 queues (one region activated late), print the
     /// report, write target/testbed/demo-report.json, tear down. Needs root.
@@ -120,16 +130,9 @@ fn fuzz(target: &str, seconds: u64) -> Result<()> {
 }
 
 fn demo(messages: u32) -> Result<()> {
-    if !testbed::is_root() {
-        anyhow::bail!(
-            "the demo needs root: it creates network namespaces and a veth pair, attaches an XDP program and opens AF_XDP sockets (run it as root, e.g. sudo -E cargo xtask demo)"
-        );
-    }
+    live::require_root("demo")?;
     prepare()?;
-    install::run(cargo().args([
-        "build", "--release", "--locked", "-p", "receiver-tool", "-p", "sender-tool",
-    ]))?;
-    let bin = root().join("target/release");
+    let bin = live::build_tools(&root(), &mut cargo())?;
     let out_dir = root().join("target/testbed");
     std::fs::create_dir_all(&out_dir)?;
     let report = out_dir.join("demo-report.json");
@@ -142,34 +145,30 @@ fn demo(messages: u32) -> Result<()> {
         tb.sender_if(),
         tb.receiver_if()
     );
-    let listen = format!("{}:7000", testbed::RECEIVER_IP);
-    let recv_bin = bin.join("zc-recv");
-    let mut recv = testbed::Testbed::command_in(&tb.receiver_ns(), &recv_bin.to_string_lossy())
-        .args(["live", "--iface", &tb.receiver_if(), "--queues", "2", "--listen", &listen])
-        .args(["--region", "1:64M", "--region", "2:64M:late", "--activation-delay-ms", "300"])
-        .args(["--no-progress", "--json"])
-        .arg(&report)
-        .spawn()
-        .context("starting zc-recv")?;
-    let send_bin = bin.join("zc-send");
-    let send = testbed::Testbed::command_in(&tb.sender_ns(), &send_bin.to_string_lossy())
-        .args(["--control", &listen, "--iface", &tb.sender_if(), "--queues", "0,1"])
-        .args(["--regions", "1,2", "--message-bytes", "67108864", "--prebuild"])
-        .args(["--messages", &messages.to_string()])
-        .status()
-        .context("running zc-send")?;
-    let recv_status = if send.success() {
-        recv.wait()?
-    } else {
-        let _ = recv.kill();
-        recv.wait()?
-    };
+    let messages = messages.to_string();
+    let result = live::run_pair(
+        &tb,
+        &bin,
+        &["--queues", "2", "--region", "1:64M", "--region", "2:64M:late", "--activation-delay-ms", "300"],
+        &["--queues", "0,1", "--regions", "1,2", "--message-bytes", "67108864", "--prebuild", "--messages", &messages],
+        &report,
+        false,
+    );
     drop(tb);
     eprintln!("xtask: test hosts removed");
-    anyhow::ensure!(send.success(), "zc-send failed ({send})");
-    anyhow::ensure!(recv_status.success(), "zc-recv failed ({recv_status})");
+    result?;
     eprintln!("xtask: receiver report written to {}", report.display());
     Ok(())
+}
+
+fn bench_live(runs: u32) -> Result<()> {
+    live::require_root("bench --live")?;
+    anyhow::ensure!(runs > 0, "--runs must be positive");
+    prepare()?;
+    let bin = live::build_tools(&root(), &mut cargo())?;
+    let out_dir = root().join("target/testbed");
+    std::fs::create_dir_all(&out_dir)?;
+    live::bench(&bin, runs, &out_dir.join("bench-live.json"))
 }
 
 fn main() -> Result<()> {
@@ -203,7 +202,8 @@ fn main() -> Result<()> {
             }
         },
         Cmd::Test => test(),
-        Cmd::Bench => {
+        Cmd::Bench { live: true, runs } => bench_live(runs),
+        Cmd::Bench { live: false, .. } => {
             prepare()?;
             install::run(cargo().args(["bench"]))
         }

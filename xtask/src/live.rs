@@ -1,0 +1,167 @@
+//! Runs of the sender/receiver pair on the local test hosts: the demo, and the live
+//! benchmark (`cargo xtask bench --live`), which compares sending with sealing in the loop
+//! against `--prebuild` in one run of alternating trials and reports medians.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use testbed::{RECEIVER_IP, Testbed};
+
+/// Fails with a clear message when not root.
+pub fn require_root(what: &str) -> Result<()> {
+    if !testbed::is_root() {
+        bail!(
+            "{what} needs root: it creates network namespaces and a veth pair, attaches an XDP program and opens AF_XDP sockets (run it as root, e.g. sudo -E cargo xtask {what})"
+        );
+    }
+    Ok(())
+}
+
+/// One receiver and one sender on `tb`, the receiver writing its JSON report to
+/// `recv_json`. Output goes to the terminal unless `quiet`.
+pub fn run_pair(
+    tb: &Testbed,
+    bin: &Path,
+    recv_args: &[&str],
+    send_args: &[&str],
+    recv_json: &Path,
+    quiet: bool,
+) -> Result<()> {
+    let listen = format!("{RECEIVER_IP}:7000");
+    let out = || if quiet { Stdio::null() } else { Stdio::inherit() };
+    let mut recv = Testbed::command_in(&tb.receiver_ns(), &bin.join("zc-recv").to_string_lossy())
+        .args(["live", "--iface", &tb.receiver_if(), "--listen", &listen])
+        .args(recv_args)
+        .args(["--no-progress", "--json"])
+        .arg(recv_json)
+        .stdout(out())
+        .spawn()
+        .context("starting zc-recv")?;
+    let send = Testbed::command_in(&tb.sender_ns(), &bin.join("zc-send").to_string_lossy())
+        .args(["--control", &listen, "--iface", &tb.sender_if()])
+        .args(send_args)
+        .stdout(out())
+        .status()
+        .context("running zc-send");
+    let sent_ok = send.as_ref().is_ok_and(ExitStatus::success);
+    if !sent_ok {
+        // The receiver would wait for its sessions until --max-seconds.
+        let _ = recv.kill();
+    }
+    let recv_status = recv.wait()?;
+    let send = send?;
+    anyhow::ensure!(send.success(), "zc-send failed ({send})");
+    anyhow::ensure!(recv_status.success(), "zc-recv failed ({recv_status})");
+    Ok(())
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("no report {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The two sending modes compared.
+const MODES: [(&str, &[&str]); 2] = [("inline", &[]), ("prebuild", &["--prebuild"])];
+
+/// `runs` trials of each mode, alternating, one stream of 2 × 128 MiB on one queue.
+/// Prints a table and medians; writes every trial and the medians to `out`.
+pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
+    let tb = Testbed::up("zcbench", 1)?;
+    let dir = out.parent().map(PathBuf::from).unwrap_or_default();
+    let (recv_json, send_json) = (dir.join("bench-recv.json"), dir.join("bench-send.json"));
+    let mut trials = Vec::new();
+    println!("{:>3} {:>9} {:>12} {:>8} {:>9} {:>10} {:>9}", "run", "mode", "packets/s", "drops", "direct", "CPU s/GB", "verified");
+    for run in 1..=runs {
+        for (mode, extra) in MODES {
+            let mut send_args = vec!["--messages", "2", "--message-bytes", "134217728", "--no-progress"];
+            send_args.extend_from_slice(extra);
+            send_args.extend(["--json", send_json.to_str().context("path")?]);
+            run_pair(&tb, bin, &["--queues", "1", "--region", "1:512M"], &send_args, &recv_json, true)?;
+            let (r, s) = (read_json(&recv_json)?, read_json(&send_json)?);
+            let drops: u64 = r["xsk_stats"]
+                .as_object()
+                .map(|q| q.values().filter_map(|v| v["rx_dropped"].as_u64()).sum())
+                .unwrap_or(0);
+            let trial = json!({
+                "run": run,
+                "mode": mode,
+                "packets_per_s": s["packets_per_s"],
+                "gbit_per_s": s["gbit_per_s"],
+                "rx_dropped": drops,
+                "retransmitted_segments": s["retransmitted_segments"],
+                "copies_avoided": r["copies_avoided"],
+                "rx_cpu_seconds_per_gb": r["rx_cpu_seconds_per_gb"],
+                "verified": r["verified"],
+            });
+            println!(
+                "{run:>3} {mode:>9} {:>12.0} {drops:>8} {:>8.2}% {:>10.2} {:>9}",
+                s["packets_per_s"].as_f64().unwrap_or(f64::NAN),
+                r["copies_avoided"].as_f64().unwrap_or(f64::NAN) * 100.0,
+                r["rx_cpu_seconds_per_gb"].as_f64().unwrap_or(f64::NAN),
+                r["verified"]
+            );
+            trials.push(trial);
+        }
+    }
+    drop(tb);
+    let mut medians = serde_json::Map::new();
+    for (mode, _) in MODES {
+        let of = |key: &str| {
+            median(
+                trials
+                    .iter()
+                    .filter(|t| t["mode"] == mode)
+                    .filter_map(|t| t[key].as_f64())
+                    .collect(),
+            )
+        };
+        medians.insert(
+            mode.into(),
+            json!({
+                "packets_per_s": of("packets_per_s"),
+                "rx_dropped": of("rx_dropped"),
+                "copies_avoided": of("copies_avoided"),
+                "rx_cpu_seconds_per_gb": of("rx_cpu_seconds_per_gb"),
+            }),
+        );
+    }
+    let pps = |m: &str| medians[m]["packets_per_s"].as_f64().unwrap_or(f64::NAN);
+    let ratio = pps("prebuild") / pps("inline");
+    for (mode, _) in MODES {
+        let m = &medians[mode];
+        println!(
+            "median {mode:>9}: {:.0} packets/s, {} drops, {:.2}% direct, {:.2} CPU s/GB",
+            m["packets_per_s"].as_f64().unwrap_or(f64::NAN),
+            m["rx_dropped"],
+            m["copies_avoided"].as_f64().unwrap_or(f64::NAN) * 100.0,
+            m["rx_cpu_seconds_per_gb"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    println!("prebuild / inline packets/s: {ratio:.2}");
+    let all_verified = trials.iter().all(|t| t["verified"] == true);
+    let report = json!({ "runs": runs, "trials": trials, "medians": medians, "prebuild_over_inline": ratio, "all_verified": all_verified });
+    std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("xtask: live benchmark written to {}", out.display());
+    anyhow::ensure!(all_verified, "a trial did not verify");
+    Ok(())
+}
+
+/// Builds the tools in release mode; returns their directory.
+pub fn build_tools(root: &Path, cargo: &mut Command) -> Result<PathBuf> {
+    crate::install::run(cargo.args([
+        "build", "--release", "--locked", "-p", "receiver-tool", "-p", "sender-tool",
+    ]))?;
+    Ok(root.join("target/release"))
+}
