@@ -187,7 +187,8 @@ mod tests {
     fn malformed_and_oversized_lines_are_errors() {
         let mut r = std::io::Cursor::new(b"{\"type\":\"grant\",\"spi\":1}\n".to_vec());
         assert!(matches!(read::<Request>(&mut r), Err(Error::Malformed(_))));
-        let mut r = std::io::Cursor::new(b"{\"type\":\"session\",\"version\":0,\"extra\":1}\n".to_vec());
+        let mut r =
+            std::io::Cursor::new(b"{\"type\":\"session\",\"version\":0,\"extra\":1}\n".to_vec());
         assert!(matches!(read::<Request>(&mut r), Err(Error::Malformed(_))));
         let mut long = vec![b' '; MAX_LINE + 10];
         long.push(b'\n');

@@ -394,7 +394,10 @@ fn split_segments_open_like_whole_ones() {
 
         let mut pl = seg[hdr_len..seg.len() - ICV_LEN].to_vec();
         pl[700] ^= 1;
-        assert!(open(&seg[..hdr_len], &mut pl, &icv).is_err(), "{version}: payload bit");
+        assert!(
+            open(&seg[..hdr_len], &mut pl, &icv).is_err(),
+            "{version}: payload bit"
+        );
         let mut hdr = seg[..hdr_len].to_vec();
         hdr[hdr_len - 10] ^= 0x80; // a TCP header byte
         let mut pl = seg[hdr_len..seg.len() - ICV_LEN].to_vec();
@@ -402,6 +405,9 @@ fn split_segments_open_like_whole_ones() {
         let mut bad = icv;
         bad[0] ^= 1;
         let mut pl = seg[hdr_len..seg.len() - ICV_LEN].to_vec();
-        assert!(open(&seg[..hdr_len], &mut pl, &bad).is_err(), "{version}: ICV bit");
+        assert!(
+            open(&seg[..hdr_len], &mut pl, &bad).is_err(),
+            "{version}: ICV bit"
+        );
     }
 }

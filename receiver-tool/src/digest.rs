@@ -143,13 +143,31 @@ mod tests {
         memory.write(12_345, &data).unwrap();
         let mut w = DigestWorker::start(Arc::clone(&memory)).unwrap();
         let good = sha_hex(&data).to_uppercase();
-        w.submit(DigestJob { addr: 12_345, len: data.len() as u64, expected: good.clone(), context: 1 });
+        w.submit(DigestJob {
+            addr: 12_345,
+            len: data.len() as u64,
+            expected: good.clone(),
+            context: 1,
+        });
         // One byte off the window: a different digest.
-        w.submit(DigestJob { addr: 12_346, len: data.len() as u64, expected: good.clone(), context: 2 });
+        w.submit(DigestJob {
+            addr: 12_346,
+            len: data.len() as u64,
+            expected: good.clone(),
+            context: 2,
+        });
         // Past the end of the memory: never matches.
-        w.submit(DigestJob { addr: 4 << 20, len: 10, expected: sha_hex(&[0; 10]), context: 3 });
+        w.submit(DigestJob {
+            addr: 4 << 20,
+            len: 10,
+            expected: sha_hex(&[0; 10]),
+            context: 3,
+        });
         assert_eq!(w.in_flight(), 3);
-        let verdicts: Vec<(i32, bool)> = (0..3).map(|_| wait(&mut w)).map(|v| (v.job.context, v.matches)).collect();
+        let verdicts: Vec<(i32, bool)> = (0..3)
+            .map(|_| wait(&mut w))
+            .map(|v| (v.job.context, v.matches))
+            .collect();
         assert_eq!(verdicts, vec![(1, true), (2, false), (3, false)]);
         assert_eq!(w.in_flight(), 0);
     }

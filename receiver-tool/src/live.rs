@@ -19,14 +19,17 @@ use placement::copy::pipeline::CopyPipeline;
 use placement::copy::{CopyEngine, CopyTarget};
 use placement::{Decision, Grant, GrantId, PlacementEngine, Policy};
 use psp::{MasterKey, MasterKeys, Version};
-use umem::{BindMode, Desc, FillPlanner, FrameReturns, Layout, LentFrame, Posted, Prediction, Socket, SocketConfig, Umem, UmemMemory};
+use umem::{
+    BindMode, Desc, FillPlanner, FrameReturns, Layout, LentFrame, Posted, Prediction, Socket,
+    SocketConfig, Umem, UmemMemory,
+};
 use xdp_common::HeaderRecord;
 
-use crate::report::{
-    CopyEngineReport, GrantReport, Numbers, RegionReport, Report, StreamReport,
-    process_cpu_seconds,
-};
 use crate::digest::{DigestJob, DigestVerdict, DigestWorker};
+use crate::report::{
+    CopyEngineReport, GrantReport, Numbers, RegionReport, Report, process_cpu_seconds,
+    stream_reports,
+};
 use crate::rx::{Landing, Payload, RxPath};
 use crate::serve::{self, Event};
 use crate::xdp::XdpProgram;
@@ -213,9 +216,11 @@ fn softirq_seconds() -> f64 {
     std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(7).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().next().and_then(|l| {
+                l.split_whitespace()
+                    .nth(7)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |t| t / 100.0)
 }
@@ -242,7 +247,9 @@ pub fn run(args: &LiveArgs) -> Result<Report> {
     let regions: Vec<(u32, u64)> = args.regions.iter().map(|r| (r.id, r.len)).collect();
     let layout = Layout::new(&regions, args.bounce_frames, 2048)?;
     let memory = Arc::new(UmemMemory::new(layout.len).context("UMEM memory")?);
-    let fill_size = (args.window.max(args.bounce_depth) * 2).next_power_of_two().max(4096);
+    let fill_size = (args.window.max(args.bounce_depth) * 2)
+        .next_power_of_two()
+        .max(4096);
     let umem = Umem::new(Arc::clone(&memory), layout.clone(), fill_size)
         .context("registering the UMEM")?;
     let mut program = XdpProgram::attach(&args.iface)?;
@@ -270,12 +277,32 @@ pub fn run(args: &LiveArgs) -> Result<Report> {
     match args.engine {
         EngineKind::Cpu => {
             let engine = CpuEngine::new(Arc::clone(&target));
-            serve(args, &layout, &memory, program, sockets, target, engine, Decider::CPU_ONLY, "cpu")
+            serve(
+                args,
+                &layout,
+                &memory,
+                program,
+                sockets,
+                target,
+                engine,
+                Decider::CPU_ONLY,
+                "cpu",
+            )
         }
         EngineKind::Ioat => {
             let engine = IoatModel::start(Arc::clone(&target), &IoatConfig::default())?;
             let decider = Decider::fixed(args.engine_threshold);
-            serve(args, &layout, &memory, program, sockets, target, engine, decider, "ioat_model")
+            serve(
+                args,
+                &layout,
+                &memory,
+                program,
+                sockets,
+                target,
+                engine,
+                decider,
+                "ioat_model",
+            )
         }
     }
 }
@@ -320,12 +347,7 @@ fn serve<E: CopyEngine<Payload>>(
     let reserve = sockets.len() * (args.bounce_depth as usize + 512);
     rx.limit_staged_frames((layout.bounce_frames as usize).saturating_sub(reserve));
     let returns = FrameReturns::default();
-    let mut planner = FillPlanner::new(
-        layout,
-        sockets.len(),
-        args.window,
-        args.bounce_depth,
-    );
+    let mut planner = FillPlanner::new(layout, sockets.len(), args.window, args.bounce_depth);
     let (events_tx, events) = channel();
     let listen = serve::start(args.listen, events_tx)?;
     let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", args.iface))
@@ -351,7 +373,8 @@ fn serve<E: CopyEngine<Payload>>(
     let mut pending: Vec<PendingCompletion> = Vec::new();
     let mut records: Vec<VecDeque<HeaderRecord>> = vec![VecDeque::new(); sockets.len()];
     let mut expected_seq = vec![None::<u32>; sockets.len()];
-    let (mut unpaired_desc, mut unpaired_records, mut seq_gaps, mut bad_records) = (0u64, 0u64, 0u64, 0u64);
+    let (mut unpaired_desc, mut unpaired_records, mut seq_gaps, mut bad_records) =
+        (0u64, 0u64, 0u64, 0u64);
     let mut next_spi = policy.direct_spi_min | 1;
     let (mut sessions_seen, mut open_conns) = (0u64, std::collections::HashSet::new());
     let mut descs: Vec<Vec<Desc>> = vec![Vec::new(); sockets.len()];
@@ -451,7 +474,10 @@ fn serve<E: CopyEngine<Payload>>(
                 }
             }
         }
-        if sessions_seen > 0 && open_conns.is_empty() && pending.is_empty() && digests.in_flight() == 0
+        if sessions_seen > 0
+            && open_conns.is_empty()
+            && pending.is_empty()
+            && digests.in_flight() == 0
         {
             break;
         }
@@ -487,7 +513,11 @@ fn serve<E: CopyEngine<Payload>>(
         for (q, s) in sockets.iter_mut().enumerate() {
             planner.refill(q, &mut s.fill, |key, index| {
                 grants.get(&GrantId(key as u32)).is_some_and(|g| {
-                    rx.is_claimed(GrantId(key as u32), index * u64::from(g.mss), u64::from(g.mss))
+                    rx.is_claimed(
+                        GrantId(key as u32),
+                        index * u64::from(g.mss),
+                        u64::from(g.mss),
+                    )
                 })
             });
             if args.poll && s.fill.needs_wakeup() {
@@ -673,25 +703,27 @@ fn serve<E: CopyEngine<Payload>>(
     }
     let verified = all_verified
         && !finished.is_empty()
-        && finished.values().flatten().all(|g| g.digest_ok == Some(true));
-    let mut streams: Vec<StreamReport> = rx
-        .streams
-        .iter()
-        .map(|(spi, c)| StreamReport {
-            spi: *spi,
-            numbers: Numbers::from(c),
-            grants: finished.remove(spi).unwrap_or_default(),
-        })
-        .collect();
-    streams.sort_by_key(|s| s.spi);
+        && finished
+            .values()
+            .flatten()
+            .all(|g| g.digest_ok == Some(true));
+    let streams = stream_reports(&rx.streams, finished);
     let payload = rx.counters.payload.bytes as f64;
     let stats = rx.pipeline().stats();
     Ok(Report {
         mode: "live",
         numbers: Numbers::from(&rx.counters),
         duplicate_bytes: rx.counters.duplicate_bytes,
-        gbit_per_s: if elapsed > 0.0 { payload * 8.0 / elapsed / 1e9 } else { 0.0 },
-        rx_cpu_seconds_per_gb: if payload > 0.0 { cpu / (payload / 1e9) } else { 0.0 },
+        gbit_per_s: if elapsed > 0.0 {
+            payload * 8.0 / elapsed / 1e9
+        } else {
+            0.0
+        },
+        rx_cpu_seconds_per_gb: if payload > 0.0 {
+            cpu / (payload / 1e9)
+        } else {
+            0.0
+        },
         xsk_stats: Some(serde_json::Value::Object(xsk)),
         xdp_counters: Some(serde_json::Value::Object(counters)),
         verified,
@@ -700,8 +732,7 @@ fn serve<E: CopyEngine<Payload>>(
         still_staged_bytes: rx.staged_bytes() as u64,
         copy_engine: CopyEngineReport {
             backend,
-            threshold_bytes: Some(rx.pipeline().decider().threshold)
-                .filter(|t| *t != usize::MAX),
+            threshold_bytes: Some(rx.pipeline().decider().threshold).filter(|t| *t != usize::MAX),
             refused_to_cpu: stats.refused_to_cpu,
             errors_to_cpu: stats.errors_to_cpu,
         },

@@ -23,7 +23,7 @@ use psp::{MasterKey, MasterKeys};
 use serde::Deserialize;
 
 use crate::report::{
-    CopyEngineReport, GrantReport, Numbers, Report, StreamReport, process_cpu_seconds,
+    CopyEngineReport, GrantReport, Numbers, Report, process_cpu_seconds, stream_reports,
 };
 use crate::rx::{OPEN_GATE, RxPath};
 
@@ -186,21 +186,7 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
             .or_default()
             .push(GrantReport::new(g, p, digest_ok));
     }
-    let mut streams: Vec<StreamReport> = rx
-        .streams
-        .iter()
-        .map(|(spi, c)| StreamReport {
-            spi: *spi,
-            numbers: Numbers::from(c),
-            grants: grants_by_spi.remove(spi).unwrap_or_default(),
-        })
-        .collect();
-    streams.extend(grants_by_spi.into_iter().map(|(spi, grants)| StreamReport {
-        spi,
-        numbers: Numbers::from(&placement::Counters::default()),
-        grants,
-    }));
-    streams.sort_by_key(|s| s.spi);
+    let streams = stream_reports(&rx.streams, grants_by_spi);
     let payload = rx.counters.payload.bytes as f64;
     let stats = rx.pipeline().stats();
     Ok(Report {

@@ -58,7 +58,11 @@ pub struct GrantReport {
 
 impl GrantReport {
     /// The report of grant `g` with progress `p`.
-    pub fn new(g: &placement::Grant, p: &placement::GrantProgress, digest_ok: Option<bool>) -> Self {
+    pub fn new(
+        g: &placement::Grant,
+        p: &placement::GrantProgress,
+        digest_ok: Option<bool>,
+    ) -> Self {
         Self {
             region: g.region_id,
             generation: g.generation,
@@ -165,6 +169,28 @@ impl Report {
         }
         s
     }
+}
+
+/// One report per stream: every SPI with counters or grants, in SPI order.
+pub fn stream_reports(
+    counters: &std::collections::HashMap<u32, Counters>,
+    mut grants: std::collections::HashMap<u32, Vec<GrantReport>>,
+) -> Vec<StreamReport> {
+    let mut streams: Vec<StreamReport> = counters
+        .iter()
+        .map(|(spi, c)| StreamReport {
+            spi: *spi,
+            numbers: Numbers::from(c),
+            grants: grants.remove(spi).unwrap_or_default(),
+        })
+        .collect();
+    streams.extend(grants.into_iter().map(|(spi, grants)| StreamReport {
+        spi,
+        numbers: Numbers::from(&Counters::default()),
+        grants,
+    }));
+    streams.sort_by_key(|s| s.spi);
+    streams
 }
 
 /// User + system CPU seconds of this process so far, from /proc/self/stat (clock ticks of

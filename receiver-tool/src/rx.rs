@@ -13,8 +13,8 @@ use anyhow::Result;
 use placement::copy::pipeline::{CopiedBy, CopyPipeline, Delivered};
 use placement::copy::{CopyEngine, CopyTarget};
 use placement::{
-    AccessControl, Counters, Decision, GrantId, GrantProgress, Placement, PlacementEngine, RangeSet,
-    Reason, Segment,
+    AccessControl, Counters, Decision, GrantId, GrantProgress, Placement, PlacementEngine,
+    RangeSet, Reason, Segment,
 };
 use psp::{MasterKeys, Sa, Version};
 use umem::LentFrame;
@@ -211,7 +211,8 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             authenticated,
         };
         let landing = landed_at.map(Landing::Slot);
-        self.place(&meta, &segment[payload], landing, now, gate).map(Some)
+        self.place(&meta, &segment[payload], landing, now, gate)
+            .map(Some)
     }
 
     /// Handles one segment split by the XDP program: `header` (PSP header through TCP
@@ -253,7 +254,8 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             seq: tcp.seq,
             authenticated,
         };
-        self.place(&meta, payload, Some(landed), now, gate).map(Some)
+        self.place(&meta, payload, Some(landed), now, gate)
+            .map(Some)
     }
 
     /// The source of a copy of `payload`: its bounce frame, or a copy of it.
@@ -359,7 +361,11 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
 
     /// Bytes of copies parked behind posted slots.
     pub fn parked_bytes(&self) -> usize {
-        self.parked.values().flatten().map(|p| p.bytes.as_ref().len()).sum()
+        self.parked
+            .values()
+            .flatten()
+            .map(|p| p.bytes.as_ref().len())
+            .sum()
     }
 
     fn claim(&mut self, p: Placement) {

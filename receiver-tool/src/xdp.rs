@@ -37,7 +37,9 @@ impl XdpProgram {
             .program_mut(PROGRAM)
             .context("XDP program missing from the object")?
             .try_into()?;
-        program.load().context("the verifier refused the XDP program")?;
+        program
+            .load()
+            .context("the verifier refused the XDP program")?;
         let mode = match program.attach(ifname, XdpMode::Driver) {
             Ok(_) => "native",
             Err(native) => {

@@ -81,7 +81,15 @@ fn run_after(
     let q = queues.to_string();
     let listen = format!("{RECEIVER_IP}:7000");
     let mut recv = Testbed::command_in(&tb.receiver_ns(), env!("CARGO_BIN_EXE_zc-recv"))
-        .args(["live", "--iface", &tb.receiver_if(), "--queues", &q, "--listen", &listen])
+        .args([
+            "live",
+            "--iface",
+            &tb.receiver_if(),
+            "--queues",
+            &q,
+            "--listen",
+            &listen,
+        ])
         .args(["--no-progress", "--max-seconds", "120", "--json"])
         .arg(&recv_json)
         .args(recv_args)
@@ -103,7 +111,14 @@ fn run_after(
     let send_status = Command::new("ip")
         .args(["netns", "exec", &tb.sender_ns()])
         .arg(zc_send())
-        .args(["--control", &listen, "--iface", &tb.sender_if(), "--no-progress", "--json"])
+        .args([
+            "--control",
+            &listen,
+            "--iface",
+            &tb.sender_if(),
+            "--no-progress",
+            "--json",
+        ])
         .arg(&send_json)
         .args(send_args)
         .stdout(Stdio::null())
@@ -129,7 +144,9 @@ fn run_after(
 }
 
 fn u(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
 fn stream(report: &Value, i: usize) -> &Value {
@@ -142,14 +159,23 @@ fn one_in_order_stream_lands_directly() {
     if !may_run() {
         return;
     }
-    let o = run("zce2eone", 1, &["--region", "1:32M"], &["--message-bytes", "16777216"]);
+    let o = run(
+        "zce2eone",
+        1,
+        &["--region", "1:32M"],
+        &["--message-bytes", "16777216"],
+    );
     let r = &o.recv;
     assert_eq!(r["verified"], true, "{r}");
     // Payload counts retransmissions too (a busy machine may drop a few): compare the
     // directly placed bytes with the message.
     assert!(u(r, "payload_bytes") >= 16 << 20);
     let direct = u(r, "direct_bytes") as f64 / f64::from(16 << 20);
-    assert!(direct >= 0.99, "only {:.2}% placed directly", direct * 100.0);
+    assert!(
+        direct >= 0.99,
+        "only {:.2}% placed directly",
+        direct * 100.0
+    );
     assert_eq!(u(r, "rejected_bytes"), 0);
     assert_eq!(r["regions"][0]["stray_bytes"], 0);
     assert!(u(&r["xdp_counters"], "redirected") >= u(r, "payload_packets"));
@@ -166,7 +192,17 @@ fn two_streams_on_two_queues_both_verify() {
         "zce2etwo",
         2,
         &["--region", "1:16M", "--region", "2:16M"],
-        &["--queues", "0,1", "--regions", "1,2", "--messages", "2", "--message-bytes", "4194304", "--prebuild"],
+        &[
+            "--queues",
+            "0,1",
+            "--regions",
+            "1,2",
+            "--messages",
+            "2",
+            "--message-bytes",
+            "4194304",
+            "--prebuild",
+        ],
     );
     let r = &o.recv;
     assert_eq!(r["verified"], true, "{r}");
@@ -176,7 +212,10 @@ fn two_streams_on_two_queues_both_verify() {
         let grants = s["grants"].as_array().unwrap();
         assert_eq!(grants.len(), 2, "stream {i}: two messages");
         assert!(grants.iter().all(|g| g["digest_ok"] == true));
-        assert!(u(s, "direct_bytes") > u(s, "payload_bytes") * 9 / 10, "stream {i}: {s}");
+        assert!(
+            u(s, "direct_bytes") > u(s, "payload_bytes") * 9 / 10,
+            "stream {i}: {s}"
+        );
     }
     assert_eq!(u(&o.send, "verified_messages"), 4);
     assert_eq!(o.send["prebuilt"], true);
@@ -189,7 +228,12 @@ fn af_packet_fallback_transmit_verifies() {
     if !may_run() {
         return;
     }
-    let o = run("zce2epkt", 1, &["--region", "1:16M"], &["--tx", "packet", "--message-bytes", "4194304"]);
+    let o = run(
+        "zce2epkt",
+        1,
+        &["--region", "1:16M"],
+        &["--tx", "packet", "--message-bytes", "4194304"],
+    );
     let r = &o.recv;
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(o.send["tx"], "af_packet");
@@ -231,7 +275,11 @@ fn malformed_control_messages_close_only_their_connection() {
     assert_eq!(r["verified"], true, "the receiver kept serving: {r}");
     assert_eq!(u(&o.send, "verified_messages"), 1);
     let errors = o.recv_log.matches("control connection").count();
-    assert_eq!(errors, 3, "one logged error per bad connection:\n{}", o.recv_log);
+    assert_eq!(
+        errors, 3,
+        "one logged error per bad connection:\n{}",
+        o.recv_log
+    );
 }
 
 #[test]
@@ -249,12 +297,25 @@ fn late_region_copies_early_segments_then_places_directly() {
     );
     let r = &o.recv;
     assert_eq!(r["verified"], true, "{r}");
-    assert!(u(r, "staged_bytes") > 0, "early segments waited for the region: {r}");
-    assert!(u(r, "cpu_copy_bytes") >= u(r, "staged_bytes"), "and were copied in");
-    assert!(u(r, "direct_bytes") > u(r, "payload_bytes") / 4, "the rest direct: {r}");
+    assert!(
+        u(r, "staged_bytes") > 0,
+        "early segments waited for the region: {r}"
+    );
+    assert!(
+        u(r, "cpu_copy_bytes") >= u(r, "staged_bytes"),
+        "and were copied in"
+    );
+    assert!(
+        u(r, "direct_bytes") > u(r, "payload_bytes") / 4,
+        "the rest direct: {r}"
+    );
     assert_eq!(u(r, "still_staged_bytes"), 0);
     let receiver = &r["xsk_stats"]["receiver"];
-    assert_eq!(u(receiver, "rescued_bytes"), 0, "staged payloads stayed in their bounce frames");
+    assert_eq!(
+        u(receiver, "rescued_bytes"),
+        0,
+        "staged payloads stayed in their bounce frames"
+    );
 }
 
 #[test]
@@ -268,14 +329,27 @@ fn staging_beyond_the_bounce_pool_is_refused_then_retransmitted() {
     let o = run(
         "zce2estage",
         1,
-        &["--region", "1:16M:late", "--activation-delay-ms", "200", "--bounce-frames", "2048"],
+        &[
+            "--region",
+            "1:16M:late",
+            "--activation-delay-ms",
+            "200",
+            "--bounce-frames",
+            "2048",
+        ],
         &["--message-bytes", "8400000", "--rate-pps", "20000"],
     );
     let r = &o.recv;
     assert_eq!(r["verified"], true, "{r}");
     let staged = u(r, "staged_bytes");
-    assert!(staged > 0 && staged <= 1472 * 1400, "staged {staged} bytes: {r}");
-    assert!(u(&r["rejects"], "not_ready") > 0, "the rest was refused: {r}");
+    assert!(
+        staged > 0 && staged <= 1472 * 1400,
+        "staged {staged} bytes: {r}"
+    );
+    assert!(
+        u(&r["rejects"], "not_ready") > 0,
+        "the rest was refused: {r}"
+    );
     assert!(u(&o.send, "retransmitted_segments") > 0, "and sent again");
     assert_eq!(u(r, "still_staged_bytes"), 0);
     assert_eq!(r["regions"][0]["stray_bytes"], 0);
@@ -316,7 +390,14 @@ fn sender_loss_is_retransmitted_until_verified() {
         "zce2eloss",
         1,
         &["--region", "1:16M", "--window", "64"],
-        &["--message-bytes", "4200000", "--loss", "0.005", "--seed", "3"],
+        &[
+            "--message-bytes",
+            "4200000",
+            "--loss",
+            "0.005",
+            "--seed",
+            "3",
+        ],
     );
     let r = &o.recv;
     assert_eq!(r["verified"], true, "{r}");
@@ -339,19 +420,40 @@ fn lying_senders_are_rejected_and_leave_other_regions_untouched() {
         5,
         &["--region", "1:8M", "--region", "2:32M"],
         &[
-            "--queues", "0,1,2,3,4", "--regions", "1,2,2,2,2", "--message-bytes", "1400000",
-            "--lie", "1:region=1", "--lie", "2:outside", "--lie", "3:stale", "--lie", "4:forged-icv",
+            "--queues",
+            "0,1,2,3,4",
+            "--regions",
+            "1,2,2,2,2",
+            "--message-bytes",
+            "1400000",
+            "--lie",
+            "1:region=1",
+            "--lie",
+            "2:outside",
+            "--lie",
+            "3:stale",
+            "--lie",
+            "4:forged-icv",
         ],
     );
     let r = &o.recv;
     let honest = stream(r, 0);
     assert_eq!(honest["grants"][0]["digest_ok"], true, "{honest}");
     assert_eq!(u(honest, "rejected_bytes"), 0);
-    for (i, reason) in [(1, "not_granted"), (2, "out_of_bounds"), (3, "stale_generation"), (4, "auth_failed")] {
+    for (i, reason) in [
+        (1, "not_granted"),
+        (2, "out_of_bounds"),
+        (3, "stale_generation"),
+        (4, "auth_failed"),
+    ] {
         let s = stream(r, i);
         let packets = u(s, "payload_packets");
         assert_eq!(packets, 1000, "liar {i}: {s}");
-        assert_eq!(s["rejects"][reason].as_u64(), Some(packets), "liar {i} ({reason}): {s}");
+        assert_eq!(
+            s["rejects"][reason].as_u64(),
+            Some(packets),
+            "liar {i} ({reason}): {s}"
+        );
         assert_eq!(u(s, "direct_bytes") + u(s, "cpu_copy_bytes"), 0, "liar {i}");
     }
     // Region 1 holds the honest window and nothing else.

@@ -120,7 +120,10 @@ fn parse_lie(s: &str) -> Result<(u32, Lie)> {
         "stale" => Lie::Stale,
         "forged-icv" => Lie::ForgedIcv,
         k => match k.strip_prefix("region=") {
-            Some(id) => Lie::Region(id.parse().with_context(|| format!("--lie {s}: bad region"))?),
+            Some(id) => Lie::Region(
+                id.parse()
+                    .with_context(|| format!("--lie {s}: bad region"))?,
+            ),
             None => bail!("--lie {s}: kind must be region=ID, outside, stale or forged-icv"),
         },
     };
@@ -143,7 +146,9 @@ impl Control {
                     tracing::debug!("control connect: {e}; retrying");
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(e) => return Err(e).with_context(|| format!("cannot reach receiver at {addr}")),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot reach receiver at {addr}"));
+                }
             }
         };
         stream.set_nodelay(true)?;
@@ -213,7 +218,13 @@ fn parse_mac(s: &str) -> Result<[u8; 6]> {
 }
 
 impl Stream {
-    fn open(cli: &Cli, queue: u32, region: Option<u32>, lie: Option<Lie>, seed: u64) -> Result<Self> {
+    fn open(
+        cli: &Cli,
+        queue: u32,
+        region: Option<u32>,
+        lie: Option<Lie>,
+        seed: u64,
+    ) -> Result<Self> {
         let (mut control, local) = Control::connect(cli.control)?;
         let version = Version::from_wire(cli.psp_version)
             .map_err(|e| anyhow::anyhow!("--psp-version: {e}"))?;
@@ -331,7 +342,8 @@ impl Stream {
             psh: end == self.message.len(),
         };
         self.iv += 1;
-        let len = FrameBuilder::new(self.flow, &self.sa).build(buf, &spec, &self.message[start..end])?;
+        let len =
+            FrameBuilder::new(self.flow, &self.sa).build(buf, &spec, &self.message[start..end])?;
         if self.lie == Some(Lie::ForgedIcv) {
             buf[len - 1] ^= 0x5a;
         }
@@ -354,7 +366,10 @@ impl Stream {
             bail!("unexpected answer to completion");
         };
         if complete && !verified {
-            bail!("receiver says message of grant {} is complete but does not match its digest", w.grant);
+            bail!(
+                "receiver says message of grant {} is complete but does not match its digest",
+                w.grant
+            );
         }
         Ok((verified, missing))
     }
@@ -433,7 +448,11 @@ fn run(cli: &Cli) -> Result<()> {
             bail!("probabilities must be within 0..=1");
         }
     }
-    let lies: Vec<(u32, Lie)> = cli.lie.iter().map(|s| parse_lie(s)).collect::<Result<_>>()?;
+    let lies: Vec<(u32, Lie)> = cli
+        .lie
+        .iter()
+        .map(|s| parse_lie(s))
+        .collect::<Result<_>>()?;
     let segments = usize::try_from(cli.message_bytes.div_ceil(u64::from(cli.mss)))?;
     let frames = if cli.prebuild {
         // A first round, with room for duplicates.
@@ -450,7 +469,13 @@ fn run(cli: &Cli) -> Result<()> {
     for (i, &q) in cli.queues.iter().enumerate() {
         let lie = lies.iter().find(|(lq, _)| *lq == q).map(|(_, l)| *l);
         let seed = cli.seed ^ (u64::from(q) << 32);
-        streams.push(Stream::open(cli, q, cli.regions.get(i).copied(), lie, seed)?);
+        streams.push(Stream::open(
+            cli,
+            q,
+            cli.regions.get(i).copied(),
+            lie,
+            seed,
+        )?);
     }
     let total = cli.message_bytes * u64::from(cli.messages) * streams.len() as u64;
     let bar = if cli.no_progress {
@@ -510,7 +535,12 @@ fn run(cli: &Cli) -> Result<()> {
             // Every stream's schedule, interleaved: (stream, segment).
             let longest = pending.iter().map(Vec::len).max().unwrap_or(0);
             let items: Vec<(usize, usize)> = (0..longest)
-                .flat_map(|k| pending.iter().enumerate().filter_map(move |(i, sc)| Some((i, *sc.get(k)?))))
+                .flat_map(|k| {
+                    pending
+                        .iter()
+                        .enumerate()
+                        .filter_map(move |(i, sc)| Some((i, *sc.get(k)?)))
+                })
                 .collect();
             let mut next = 0;
             let mut batch = Vec::new();
@@ -531,14 +561,19 @@ fn run(cli: &Cli) -> Result<()> {
                     report.build_seconds += building.elapsed().as_secs_f64();
                     pacer.restart();
                 }
-                let sending = if cli.prebuild { Instant::now() } else { building };
+                let sending = if cli.prebuild {
+                    Instant::now()
+                } else {
+                    building
+                };
                 for p in batch.drain(..) {
                     tx.submit(p)?;
                     pacer.wait();
                     let j = items[next].1;
                     next += 1;
                     report.segments_sent += 1;
-                    let bytes = (cli.message_bytes - (j as u64 * u64::from(cli.mss))).min(u64::from(cli.mss));
+                    let bytes = (cli.message_bytes - (j as u64 * u64::from(cli.mss)))
+                        .min(u64::from(cli.mss));
                     report.payload_bytes_sent += bytes;
                     if round == 0 {
                         bar.inc(bytes);
@@ -572,7 +607,11 @@ fn run(cli: &Cli) -> Result<()> {
                         sched.extend((a / mss) as usize..(b.div_ceil(mss)) as usize);
                     }
                     sched.dedup();
-                    bar.set_message(format!("round {}: {} segments missing", round + 1, sched.len()));
+                    bar.set_message(format!(
+                        "round {}: {} segments missing",
+                        round + 1,
+                        sched.len()
+                    ));
                 }
             }
             if all_done {

@@ -102,8 +102,14 @@ mod tests {
     fn orders_are_permutations() {
         let mut rng = Rng::new(1);
         let none = Impairments::default();
-        assert_eq!(schedule(5, Order::Ascending, 4, none, &mut rng), [0, 1, 2, 3, 4]);
-        assert_eq!(schedule(5, Order::Descending, 4, none, &mut rng), [4, 3, 2, 1, 0]);
+        assert_eq!(
+            schedule(5, Order::Ascending, 4, none, &mut rng),
+            [0, 1, 2, 3, 4]
+        );
+        assert_eq!(
+            schedule(5, Order::Descending, 4, none, &mut rng),
+            [4, 3, 2, 1, 0]
+        );
         let mut s = schedule(100, Order::Shuffled, 8, none, &mut rng);
         assert_ne!(s, (0..100).collect::<Vec<_>>(), "shuffled");
         // Each window of 8 stays a permutation of itself.
@@ -131,6 +137,9 @@ mod tests {
         let dups = a.len() - distinct.len();
         assert!((800..1200).contains(&lost), "lost {lost}");
         assert!((300..700).contains(&dups), "duplicated {dups}");
-        assert_ne!(a, schedule(10_000, Order::Ascending, 1, imp, &mut Rng::new(8)));
+        assert_ne!(
+            a,
+            schedule(10_000, Order::Ascending, 1, imp, &mut Rng::new(8))
+        );
     }
 }

@@ -200,7 +200,10 @@ impl Transmit for XdpTx {
             self.kick();
             self.reap();
             if start.elapsed() > std::time::Duration::from_secs(5) {
-                bail!("AF_XDP TX did not complete {} frames in 5 s", total - self.free.len());
+                bail!(
+                    "AF_XDP TX did not complete {} frames in 5 s",
+                    total - self.free.len()
+                );
             }
             std::thread::yield_now();
         }
@@ -307,7 +310,10 @@ impl Transmit for PacketTx {
     fn make_room(&mut self) -> Result<()> {
         // Frames come back as soon as they are submitted.
         if self.free.is_empty() && self.frames.len() as u32 >= self.limit {
-            bail!("all {} frames are prepared and none was submitted", self.limit);
+            bail!(
+                "all {} frames are prepared and none was submitted",
+                self.limit
+            );
         }
         Ok(())
     }

@@ -114,11 +114,37 @@ impl Testbed {
         ip_ok(&["netns", "add", &snd])?;
         ip_ok(&["netns", "add", &rcv])?;
         ip_ok(&[
-            "link", "add", &sif, "netns", &snd, "numtxqueues", &q, "numrxqueues", &q, "type",
-            "veth", "peer", "name", &rif, "netns", &rcv, "numtxqueues", &q, "numrxqueues", &q,
+            "link",
+            "add",
+            &sif,
+            "netns",
+            &snd,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &rif,
+            "netns",
+            &rcv,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ])?;
         for (ns, ifname, addr) in [(&snd, &sif, SENDER_IP), (&rcv, &rif, RECEIVER_IP)] {
-            ip_ok(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", ifname])?;
+            ip_ok(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                ifname,
+            ])?;
             ip_ok(&["-n", ns, "link", "set", ifname, "up"])?;
             ip_ok(&["-n", ns, "link", "set", "lo", "up"])?;
         }
@@ -144,7 +170,10 @@ impl Testbed {
         let list = ip(&["netns", "list"])
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
-        let has = |ns: &str| list.lines().any(|l| l.split_whitespace().next() == Some(ns));
+        let has = |ns: &str| {
+            list.lines()
+                .any(|l| l.split_whitespace().next() == Some(ns))
+        };
         has(&self.sender_ns()) && has(&self.receiver_ns())
     }
 }

@@ -15,7 +15,9 @@ pub mod plan;
 pub mod ring;
 pub mod sys;
 
-pub use memory::{Backing, FrameReturns, GUARD, Layout, LentFrame, RegionSpan, UmemMemory, XDP_PACKET_HEADROOM};
+pub use memory::{
+    Backing, FrameReturns, GUARD, Layout, LentFrame, RegionSpan, UmemMemory, XDP_PACKET_HEADROOM,
+};
 pub use plan::{FillPlanner, PlanStats, Posted, Prediction};
 pub use ring::{Consumer, Producer};
 pub use sys::{BindMode, Socket, SocketConfig, Umem, XskStats};

@@ -323,7 +323,11 @@ impl LentFrame {
 
 impl Drop for LentFrame {
     fn drop(&mut self) {
-        let mut returned = self.returns.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut returned = self
+            .returns
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         returned.push(self.index);
     }
 }
@@ -394,9 +398,18 @@ mod tests {
         assert!(returns.take().is_empty());
         // SAFETY: as above; each call is refused before lending anything.
         unsafe {
-            assert!(LentFrame::new(&m, &l, &returns, 2, data, 2048).is_err(), "runs into frame 3");
-            assert!(LentFrame::new(&m, &l, &returns, 1, data, 7).is_err(), "not inside frame 1");
-            assert!(LentFrame::new(&m, &l, &returns, 4, l.bounce_addr(3), 7).is_err(), "no frame 4");
+            assert!(
+                LentFrame::new(&m, &l, &returns, 2, data, 2048).is_err(),
+                "runs into frame 3"
+            );
+            assert!(
+                LentFrame::new(&m, &l, &returns, 1, data, 7).is_err(),
+                "not inside frame 1"
+            );
+            assert!(
+                LentFrame::new(&m, &l, &returns, 4, l.bounce_addr(3), 7).is_err(),
+                "no frame 4"
+            );
         }
         assert!(returns.take().is_empty(), "refused lends return nothing");
     }

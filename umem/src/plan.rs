@@ -226,7 +226,10 @@ impl FillPlanner {
 
     /// Returns a bounce frame after its payload was handled.
     pub fn release_bounce(&mut self, i: u32) {
-        debug_assert!(!self.free_bounce.contains(&i), "bounce frame {i} freed twice");
+        debug_assert!(
+            !self.free_bounce.contains(&i),
+            "bounce frame {i} freed twice"
+        );
         self.free_bounce.push(i);
     }
 
@@ -300,12 +303,19 @@ mod tests {
         let (layout, mut planner, mut ring) = setup(16, 4);
         {
             let (mut fill, _) = ring.sides();
-            assert_eq!(planner.refill(0, &mut fill, |_, _| false), 4, "idle queue keeps 4 bounce frames");
+            assert_eq!(
+                planner.refill(0, &mut fill, |_, _| false),
+                4,
+                "idle queue keeps 4 bounce frames"
+            );
         }
         planner.predict(0, pred(200), 0);
         let arrivals: Vec<u64> = (0..200).collect();
         let direct = run(&layout, &mut planner, &mut ring, &arrivals);
-        assert_eq!(direct, 196, "only the 4 segments that took bounce frames miss");
+        assert_eq!(
+            direct, 196,
+            "only the 4 segments that took bounce frames miss"
+        );
         assert!(planner.outstanding(0) <= 16);
     }
 
@@ -349,7 +359,10 @@ mod tests {
         planner.refill(0, &mut fill, |_, _| false);
         // Slots 0..4 are posted: a copy of segment 2 must wait (slot 1's frame may reach
         // into it: a frame can carry up to 1792 bytes), segment 10 need not.
-        assert_eq!(planner.blocking_slot(GUARD + 2 * 1000, 1000), Some(GUARD + 1000));
+        assert_eq!(
+            planner.blocking_slot(GUARD + 2 * 1000, 1000),
+            Some(GUARD + 1000)
+        );
         assert_eq!(planner.blocking_slot(GUARD + 10_000, 1000), None);
         // A copy just before slot 0 that reaches into it is blocked too.
         assert!(planner.blocking_slot(GUARD - 10, 20).is_some());
@@ -376,7 +389,10 @@ mod tests {
         let mut out = Vec::new();
         kernel.consume(&mut out, 10);
         let landed: Vec<u64> = out.iter().map(|a| a + layout.landing_shift()).collect();
-        assert_eq!(landed, [GUARD + 1000, GUARD + 3000, GUARD + 5000, GUARD + 7000]);
+        assert_eq!(
+            landed,
+            [GUARD + 1000, GUARD + 3000, GUARD + 5000, GUARD + 7000]
+        );
     }
 
     #[test]

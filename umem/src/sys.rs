@@ -38,7 +38,10 @@ impl Drop for UmemHandle {
         // (they hold an Arc to this handle).
         let r = unsafe { xdp::xsk_umem__delete(self.raw) };
         if r != 0 {
-            tracing::warn!("xsk_umem__delete: {}", std::io::Error::from_raw_os_error(-r));
+            tracing::warn!(
+                "xsk_umem__delete: {}",
+                std::io::Error::from_raw_os_error(-r)
+            );
         }
     }
 }
@@ -218,7 +221,11 @@ impl Umem {
         Err(os_error("xsk_socket__create_shared", last))
     }
 
-    fn try_socket(&self, config: &SocketConfig, mode: BindMode) -> std::result::Result<Socket, i32> {
+    fn try_socket(
+        &self,
+        config: &SocketConfig,
+        mode: BindMode,
+    ) -> std::result::Result<Socket, i32> {
         let ifname = CString::new(config.ifname.as_str()).map_err(|_| -libc::EINVAL)?;
         let mut bind_flags = match mode {
             BindMode::ZeroCopy => xdp::XDP_ZEROCOPY,
@@ -252,8 +259,16 @@ impl Umem {
                 ifname.as_ptr(),
                 config.queue,
                 self.handle.raw,
-                if config.rx_size > 0 { &mut rx } else { ptr::null_mut() },
-                if config.tx_size > 0 { &mut tx } else { ptr::null_mut() },
+                if config.rx_size > 0 {
+                    &mut rx
+                } else {
+                    ptr::null_mut()
+                },
+                if config.tx_size > 0 {
+                    &mut tx
+                } else {
+                    ptr::null_mut()
+                },
                 &mut fill,
                 &mut comp,
                 &cfg,
@@ -345,7 +360,10 @@ impl Socket {
             )
         };
         if r != 0 {
-            return Err(Error::Io("getsockopt(XDP_STATISTICS)", std::io::Error::last_os_error()));
+            return Err(Error::Io(
+                "getsockopt(XDP_STATISTICS)",
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(XskStats {
             rx_dropped: s.rx_dropped,
@@ -376,7 +394,14 @@ impl Socket {
     pub fn wake_tx(&self) {
         // SAFETY: a zero-length non-blocking sendto on our own socket.
         unsafe {
-            libc::sendto(self.fd(), ptr::null(), 0, libc::MSG_DONTWAIT, ptr::null(), 0)
+            libc::sendto(
+                self.fd(),
+                ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                ptr::null(),
+                0,
+            )
         };
     }
 

@@ -187,7 +187,10 @@ impl HeaderRecord {
         let mut put = |at: usize, src: &[u8]| out[at..at + src.len()].copy_from_slice(src);
         put(offset_of!(Self, queue), &self.queue.to_ne_bytes());
         put(offset_of!(Self, seq), &self.seq.to_ne_bytes());
-        put(offset_of!(Self, payload_len), &self.payload_len.to_ne_bytes());
+        put(
+            offset_of!(Self, payload_len),
+            &self.payload_len.to_ne_bytes(),
+        );
         put(offset_of!(Self, hdr_len), &self.hdr_len.to_ne_bytes());
         put(offset_of!(Self, tag_len), &self.tag_len.to_ne_bytes());
         put(offset_of!(Self, udp_src), &self.udp_src.to_ne_bytes());

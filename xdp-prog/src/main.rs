@@ -164,7 +164,11 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
     let payload = flow.psp + hdr_len;
     // Payloads shorter than the tag are paired by length alone (a constant-size load keeps
     // the verifier simple).
-    let tag_len = if payload_len < TAG_LEN as u32 { 0 } else { TAG_LEN as u32 };
+    let tag_len = if payload_len < TAG_LEN as u32 {
+        0
+    } else {
+        TAG_LEN as u32
+    };
     // SAFETY: `rec` points to a reserved, exclusively owned ring-buffer record of
     // size_of::<HeaderRecord>() bytes; every write stays inside it (lengths are bounded
     // by MAX_HDR, TAG_LEN and ICV_LEN above).
@@ -193,8 +197,12 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
             ICV_LEN as u32,
         ) == 0;
         let tag_ok = tag_len == 0
-            || bpf_xdp_load_bytes(ctx.ctx, payload, (*rec).tag.as_mut_ptr().cast(), TAG_LEN as u32)
-                == 0;
+            || bpf_xdp_load_bytes(
+                ctx.ctx,
+                payload,
+                (*rec).tag.as_mut_ptr().cast(),
+                TAG_LEN as u32,
+            ) == 0;
         hdr_ok && icv_ok && tag_ok
     };
     if !loaded {

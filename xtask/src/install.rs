@@ -47,7 +47,13 @@ pub fn ebpf_toolchain() -> Result<()> {
     )?;
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: adding rust-src to the nightly toolchain");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     let linker = output_of(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
     if !linker.contains(BPF_LINKER_VERSION) {

@@ -30,7 +30,13 @@ pub fn run_pair(
     quiet: bool,
 ) -> Result<()> {
     let listen = format!("{RECEIVER_IP}:7000");
-    let out = || if quiet { Stdio::null() } else { Stdio::inherit() };
+    let out = || {
+        if quiet {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        }
+    };
     let mut recv = Testbed::command_in(&tb.receiver_ns(), &bin.join("zc-recv").to_string_lossy())
         .args(["live", "--iface", &tb.receiver_if(), "--listen", &listen])
         .args(recv_args)
@@ -58,7 +64,8 @@ pub fn run_pair(
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("no report {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("no report {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
@@ -81,13 +88,29 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
     let dir = out.parent().map(PathBuf::from).unwrap_or_default();
     let (recv_json, send_json) = (dir.join("bench-recv.json"), dir.join("bench-send.json"));
     let mut trials = Vec::new();
-    println!("{:>3} {:>9} {:>12} {:>8} {:>9} {:>10} {:>9}", "run", "mode", "packets/s", "drops", "direct", "CPU s/GB", "verified");
+    println!(
+        "{:>3} {:>9} {:>12} {:>8} {:>9} {:>10} {:>9}",
+        "run", "mode", "packets/s", "drops", "direct", "CPU s/GB", "verified"
+    );
     for run in 1..=runs {
         for (mode, extra) in MODES {
-            let mut send_args = vec!["--messages", "2", "--message-bytes", "134217728", "--no-progress"];
+            let mut send_args = vec![
+                "--messages",
+                "2",
+                "--message-bytes",
+                "134217728",
+                "--no-progress",
+            ];
             send_args.extend_from_slice(extra);
             send_args.extend(["--json", send_json.to_str().context("path")?]);
-            run_pair(&tb, bin, &["--queues", "1", "--region", "1:512M"], &send_args, &recv_json, true)?;
+            run_pair(
+                &tb,
+                bin,
+                &["--queues", "1", "--region", "1:512M"],
+                &send_args,
+                &recv_json,
+                true,
+            )?;
             let (r, s) = (read_json(&recv_json)?, read_json(&send_json)?);
             let drops: u64 = r["xsk_stats"]
                 .as_object()
@@ -161,7 +184,13 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
 /// Builds the tools in release mode; returns their directory.
 pub fn build_tools(root: &Path, cargo: &mut Command) -> Result<PathBuf> {
     crate::install::run(cargo.args([
-        "build", "--release", "--locked", "-p", "receiver-tool", "-p", "sender-tool",
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "receiver-tool",
+        "-p",
+        "sender-tool",
     ]))?;
     Ok(root.join("target/release"))
 }

@@ -149,8 +149,27 @@ fn demo(messages: u32) -> Result<()> {
     let result = live::run_pair(
         &tb,
         &bin,
-        &["--queues", "2", "--region", "1:64M", "--region", "2:64M:late", "--activation-delay-ms", "300"],
-        &["--queues", "0,1", "--regions", "1,2", "--message-bytes", "67108864", "--prebuild", "--messages", &messages],
+        &[
+            "--queues",
+            "2",
+            "--region",
+            "1:64M",
+            "--region",
+            "2:64M:late",
+            "--activation-delay-ms",
+            "300",
+        ],
+        &[
+            "--queues",
+            "0,1",
+            "--regions",
+            "1,2",
+            "--message-bytes",
+            "67108864",
+            "--prebuild",
+            "--messages",
+            &messages,
+        ],
         &report,
         false,
     );
@@ -190,10 +209,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             TestbedAction::Down => {
-                let tb = testbed::Testbed {
-                    name,
-                    queues: 0,
-                };
+                let tb = testbed::Testbed { name, queues: 0 };
                 tb.down();
                 let gone = !tb.exists();
                 std::mem::forget(tb);
