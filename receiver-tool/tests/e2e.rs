@@ -223,7 +223,7 @@ fn two_streams_on_two_queues_both_verify() {
 }
 
 #[test]
-fn af_packet_fallback_transmit_verifies() {
+fn af_packet_fallback_transmit_to_a_polling_receiver_verifies() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !may_run() {
         return;
@@ -231,7 +231,8 @@ fn af_packet_fallback_transmit_verifies() {
     let o = run(
         "zce2epkt",
         1,
-        &["--region", "1:16M"],
+        // The receiver waits in poll(2) with need-wakeup here instead of busy polling.
+        &["--region", "1:16M", "--poll"],
         &["--tx", "packet", "--message-bytes", "4194304"],
     );
     let r = &o.recv;
@@ -289,10 +290,19 @@ fn late_region_copies_early_segments_then_places_directly() {
         return;
     }
     // 6000 segments at 20,000/s take 300 ms; the region activates 100 ms after the grant.
+    // Until then only bounce frames are posted: 512 of them absorb a 25 ms stall of a
+    // busy machine (after activation, the first 512 segments take them and are copied).
     let o = run(
         "zce2elate",
         1,
-        &["--region", "1:16M:late", "--activation-delay-ms", "100"],
+        &[
+            "--region",
+            "1:16M:late",
+            "--activation-delay-ms",
+            "100",
+            "--bounce-depth",
+            "512",
+        ],
         &["--message-bytes", "8400000", "--rate-pps", "20000"],
     );
     let r = &o.recv;

@@ -82,6 +82,9 @@ pub struct FillPlanner {
     bounce_depth: usize,
     queues: Vec<QueuePlan>,
     free_bounce: Vec<u32>,
+    /// Per bounce frame: whether it is in `free_bounce` (an O(1) guard against returning
+    /// a frame twice, which would post it twice).
+    bounce_is_free: Vec<bool>,
     /// Landing addresses of slots posted and not yet returned.
     outstanding_slots: BTreeSet<u64>,
     stats: PlanStats,
@@ -96,6 +99,7 @@ impl FillPlanner {
             bounce_depth: bounce_depth.max(1) as usize,
             queues: (0..queues).map(|_| QueuePlan::default()).collect(),
             free_bounce: (0..layout.bounce_frames).rev().collect(),
+            bounce_is_free: vec![true; layout.bounce_frames as usize],
             outstanding_slots: BTreeSet::new(),
             stats: PlanStats::default(),
         }
@@ -163,6 +167,7 @@ impl FillPlanner {
                 let Some(i) = self.free_bounce.pop() else {
                     break;
                 };
+                self.bounce_is_free[i as usize] = false;
                 batch.push((self.layout.bounce_addr(i), Posted::Bounce(i)));
             }
         }
@@ -170,6 +175,7 @@ impl FillPlanner {
         // Everything fits (batch ≤ free); anything refused goes back.
         for (_, posted) in batch.drain(n..) {
             if let Posted::Bounce(i) = posted {
+                self.bounce_is_free[i as usize] = true;
                 self.free_bounce.push(i);
             }
         }
@@ -224,13 +230,17 @@ impl FillPlanner {
         }
     }
 
-    /// Returns a bounce frame after its payload was handled.
+    /// Returns a bounce frame after its payload was handled. Returning a frame that is
+    /// already free (or does not exist) is a caller bug: ignored, so that the frame is
+    /// never posted twice (debug builds panic).
     pub fn release_bounce(&mut self, i: u32) {
-        debug_assert!(
-            !self.free_bounce.contains(&i),
-            "bounce frame {i} freed twice"
-        );
-        self.free_bounce.push(i);
+        match self.bounce_is_free.get_mut(i as usize) {
+            Some(free @ false) => {
+                *free = true;
+                self.free_bounce.push(i);
+            }
+            _ => debug_assert!(false, "bounce frame {i} returned twice or unknown"),
+        }
     }
 
     /// The landing address of a posted slot that the kernel may still write and that
@@ -328,6 +338,24 @@ mod tests {
         // Segments 51..=58 take the 8 slots posted for 50..=57; all later land directly.
         assert_eq!(direct, 299 - 8);
         assert!(planner.stats().resyncs >= 1);
+    }
+
+    #[test]
+    #[cfg_attr(debug_assertions, should_panic(expected = "returned twice"))]
+    fn a_bounce_frame_returned_twice_is_posted_once() {
+        let (_, mut planner, mut ring) = setup(8, 1);
+        let (mut fill, mut kernel) = ring.sides();
+        planner.refill(0, &mut fill, |_, _| false);
+        let mut out = Vec::new();
+        kernel.consume(&mut out, 1);
+        let Some(Posted::Bounce(i)) = planner.consumed(0, out[0]) else {
+            panic!("a bounce frame was posted");
+        };
+        planner.release_bounce(i);
+        planner.release_bounce(i);
+        // Release builds: the second return was ignored, so the frame is free once.
+        let free = planner.free_bounce.iter().filter(|f| **f == i).count();
+        assert_eq!(free, 1);
     }
 
     #[test]
