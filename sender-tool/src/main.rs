@@ -542,11 +542,13 @@ fn run(cli: &Cli) -> Result<()> {
                         .filter_map(move |(i, sc)| Some((i, *sc.get(k)?)))
                 })
                 .collect();
+            let round_start = Instant::now();
+            let mut round_build = 0.0;
             let mut next = 0;
             let mut batch = Vec::new();
             while next < items.len() {
                 // Prepare one frame, or with --prebuild as many as there are frames for.
-                let building = Instant::now();
+                let building = cli.prebuild.then(Instant::now);
                 let want = if cli.prebuild { items.len() - next } else { 1 };
                 while batch.len() < want {
                     let (i, j) = items[next + batch.len()];
@@ -557,15 +559,10 @@ fn run(cli: &Cli) -> Result<()> {
                         None => break,
                     }
                 }
-                if cli.prebuild {
-                    report.build_seconds += building.elapsed().as_secs_f64();
+                if let Some(b) = building {
+                    round_build += b.elapsed().as_secs_f64();
                     pacer.restart();
                 }
-                let sending = if cli.prebuild {
-                    Instant::now()
-                } else {
-                    building
-                };
                 for p in batch.drain(..) {
                     tx.submit(p)?;
                     pacer.wait();
@@ -581,11 +578,10 @@ fn run(cli: &Cli) -> Result<()> {
                         report.retransmitted_segments += 1;
                     }
                 }
-                if next == items.len() {
-                    tx.flush()?;
-                }
-                report.send_seconds += sending.elapsed().as_secs_f64();
             }
+            tx.flush()?;
+            report.build_seconds += round_build;
+            report.send_seconds += round_start.elapsed().as_secs_f64() - round_build;
             let mut all_done = true;
             for (s, sched) in streams.iter_mut().zip(pending.iter_mut()) {
                 sched.clear();
