@@ -26,10 +26,7 @@ use umem::{
 use xdp_common::HeaderRecord;
 
 use crate::digest::{DigestJob, DigestVerdict, DigestWorker};
-use crate::report::{
-    CopyEngineReport, GrantReport, Numbers, RegionReport, Report, process_cpu_seconds,
-    stream_reports,
-};
+use crate::report::{GrantReport, RegionReport, Report, RunSummary, process_cpu_seconds};
 use crate::rx::{Landing, Payload, RxPath};
 use crate::serve::{self, Event};
 use crate::xdp::XdpProgram;
@@ -707,38 +704,17 @@ fn serve<E: CopyEngine<Payload>>(
             .values()
             .flatten()
             .all(|g| g.digest_ok == Some(true));
-    let streams = stream_reports(&rx.streams, finished);
-    let payload = rx.counters.payload.bytes as f64;
-    let stats = rx.pipeline().stats();
-    Ok(Report {
-        mode: "live",
-        numbers: Numbers::from(&rx.counters),
-        duplicate_bytes: rx.counters.duplicate_bytes,
-        gbit_per_s: if elapsed > 0.0 {
-            payload * 8.0 / elapsed / 1e9
-        } else {
-            0.0
-        },
-        rx_cpu_seconds_per_gb: if payload > 0.0 {
-            cpu / (payload / 1e9)
-        } else {
-            0.0
-        },
-        xsk_stats: Some(serde_json::Value::Object(xsk)),
-        xdp_counters: Some(serde_json::Value::Object(counters)),
+    let run = RunSummary {
+        elapsed_seconds: elapsed,
+        cpu_seconds: cpu,
         verified,
         missing_bytes,
-        not_psp_frames: rx.not_psp,
-        still_staged_bytes: rx.staged_bytes() as u64,
-        copy_engine: CopyEngineReport {
-            backend,
-            threshold_bytes: Some(rx.pipeline().decider().threshold).filter(|t| *t != usize::MAX),
-            refused_to_cpu: stats.refused_to_cpu,
-            errors_to_cpu: stats.errors_to_cpu,
-        },
-        streams,
-        regions: region_reports(layout, memory, &region_state),
-    })
+    };
+    let mut report = rx.report("live", backend, run, finished);
+    report.xsk_stats = Some(serde_json::Value::Object(xsk));
+    report.xdp_counters = Some(serde_json::Value::Object(counters));
+    report.regions = region_reports(layout, memory, &region_state);
+    Ok(report)
 }
 
 /// Counts non-zero bytes outside every window ever granted, per region.

@@ -22,9 +22,7 @@ use placement::{Grant, GrantId, PlacementEngine, Policy};
 use psp::{MasterKey, MasterKeys};
 use serde::Deserialize;
 
-use crate::report::{
-    CopyEngineReport, GrantReport, Numbers, Report, process_cpu_seconds, stream_reports,
-};
+use crate::report::{GrantReport, Report, RunSummary, process_cpu_seconds};
 use crate::rx::{OPEN_GATE, RxPath};
 
 /// The replay configuration file.
@@ -186,36 +184,11 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
             .or_default()
             .push(GrantReport::new(g, p, digest_ok));
     }
-    let streams = stream_reports(&rx.streams, grants_by_spi);
-    let payload = rx.counters.payload.bytes as f64;
-    let stats = rx.pipeline().stats();
-    Ok(Report {
-        mode: "replay",
-        numbers: Numbers::from(&rx.counters),
-        duplicate_bytes: rx.counters.duplicate_bytes,
-        gbit_per_s: if elapsed > 0.0 {
-            payload * 8.0 / elapsed / 1e9
-        } else {
-            0.0
-        },
-        rx_cpu_seconds_per_gb: if payload > 0.0 {
-            cpu / (payload / 1e9)
-        } else {
-            0.0
-        },
-        xsk_stats: None,
-        xdp_counters: None,
+    let run = RunSummary {
+        elapsed_seconds: elapsed,
+        cpu_seconds: cpu,
         verified,
         missing_bytes,
-        not_psp_frames: rx.not_psp,
-        still_staged_bytes: rx.staged_bytes() as u64,
-        copy_engine: CopyEngineReport {
-            backend: "cpu",
-            threshold_bytes: None,
-            refused_to_cpu: stats.refused_to_cpu,
-            errors_to_cpu: stats.errors_to_cpu,
-        },
-        streams,
-        regions: Vec::new(),
-    })
+    };
+    Ok(rx.report("replay", "cpu", run, grants_by_spi))
 }

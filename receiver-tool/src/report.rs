@@ -171,6 +171,18 @@ impl Report {
     }
 }
 
+/// What a run adds to the receive path's counters for its report.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSummary {
+    /// From the first packet to the end.
+    pub elapsed_seconds: f64,
+    /// CPU time spent meanwhile.
+    pub cpu_seconds: f64,
+    /// Every grant complete and matching its digest.
+    pub verified: bool,
+    pub missing_bytes: u64,
+}
+
 /// One report per stream: every SPI with counters or grants, in SPI order.
 pub fn stream_reports(
     counters: &std::collections::HashMap<u32, Counters>,

@@ -19,6 +19,8 @@ use placement::{
 use psp::{MasterKeys, Sa, Version};
 use umem::LentFrame;
 
+use crate::report::{CopyEngineReport, GrantReport, Numbers, Report, RunSummary, stream_reports};
+
 /// What a copy carries through the pipeline, to account for it when it is delivered.
 #[derive(Debug, Clone, Copy)]
 pub struct CopyTag {
@@ -463,13 +465,39 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         self.deliver()
     }
 
-    /// Bytes still staged (regions that never activated).
-    pub fn staged_bytes(&self) -> usize {
-        self.staged_bytes
-    }
-
-    /// The pipeline (for its stats and decider).
-    pub fn pipeline(&self) -> &CopyPipeline<T, E, Payload, CopyTag> {
-        &self.pipeline
+    /// The report of this path's counters for a run of `elapsed` seconds that used `cpu`
+    /// seconds, with `grants` per SPI; the live-only parts stay empty.
+    pub fn report(
+        &self,
+        mode: &'static str,
+        backend: &'static str,
+        run: RunSummary,
+        grants: HashMap<u32, Vec<GrantReport>>,
+    ) -> Report {
+        let payload = self.counters.payload.bytes as f64;
+        let per = |x: f64, d: f64| if d > 0.0 { x / d } else { 0.0 };
+        let stats = self.pipeline.stats();
+        let threshold = self.pipeline.decider().threshold;
+        Report {
+            mode,
+            numbers: Numbers::from(&self.counters),
+            duplicate_bytes: self.counters.duplicate_bytes,
+            gbit_per_s: per(payload * 8.0 / 1e9, run.elapsed_seconds),
+            rx_cpu_seconds_per_gb: per(run.cpu_seconds, payload / 1e9),
+            xsk_stats: None,
+            xdp_counters: None,
+            verified: run.verified,
+            missing_bytes: run.missing_bytes,
+            not_psp_frames: self.not_psp,
+            still_staged_bytes: self.staged_bytes as u64,
+            copy_engine: CopyEngineReport {
+                backend,
+                threshold_bytes: Some(threshold).filter(|t| *t != usize::MAX),
+                refused_to_cpu: stats.refused_to_cpu,
+                errors_to_cpu: stats.errors_to_cpu,
+            },
+            streams: stream_reports(&self.streams, grants),
+            regions: Vec::new(),
+        }
     }
 }
