@@ -156,6 +156,15 @@ impl Report {
         for (reason, packets) in &n.rejects {
             s.push_str(&format!("  rejected {reason}: {packets} packets\n"));
         }
+        if let Some(serde_json::Value::Object(sockets)) = &self.xsk_stats {
+            let sum = |key: &str| -> u64 { sockets.values().filter_map(|q| q[key].as_u64()).sum() };
+            s.push_str(&format!(
+                "  kernel drops: {} (fill ring empty {}, rx ring full {})\n",
+                sum("rx_dropped"),
+                sum("rx_fill_ring_empty_descs"),
+                sum("rx_ring_full")
+            ));
+        }
         for st in &self.streams {
             let complete = st.grants.iter().filter(|g| g.complete).count();
             s.push_str(&format!(
