@@ -232,3 +232,50 @@ pub fn process_cpu_seconds() -> f64 {
     // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(xsk_stats: Option<serde_json::Value>) -> Report {
+        Report {
+            mode: "live",
+            numbers: Numbers::from(&Counters::default()),
+            duplicate_bytes: 0,
+            gbit_per_s: 0.0,
+            rx_cpu_seconds_per_gb: 0.0,
+            xsk_stats,
+            xdp_counters: None,
+            verified: true,
+            missing_bytes: 0,
+            not_psp_frames: 0,
+            still_staged_bytes: 0,
+            copy_engine: CopyEngineReport {
+                backend: "cpu",
+                threshold_bytes: None,
+                refused_to_cpu: 0,
+                errors_to_cpu: 0,
+            },
+            streams: Vec::new(),
+            regions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn human_report_sums_kernel_drops_over_queues() {
+        let stats = serde_json::json!({
+            "queue0": {"rx_dropped": 3, "rx_fill_ring_empty_descs": 2, "rx_ring_full": 1},
+            "queue1": {"rx_dropped": 4, "rx_fill_ring_empty_descs": 4, "rx_ring_full": 0},
+            "receiver": {"resyncs": 9},
+        });
+        let text = report(Some(stats)).human();
+        assert!(
+            text.contains("kernel drops: 7 (fill ring empty 6, rx ring full 1)"),
+            "{text}"
+        );
+        assert!(
+            !report(None).human().contains("kernel drops"),
+            "replay has no sockets"
+        );
+    }
+}
