@@ -344,6 +344,7 @@ fn serve<E: CopyEngine<Payload>>(
     let reserve = sockets.len() * (args.bounce_depth as usize + 512);
     rx.limit_staged_frames((layout.bounce_frames as usize).saturating_sub(reserve));
     let returns = FrameReturns::default();
+    let mut returned = Vec::new();
     let mut planner = FillPlanner::new(layout, sockets.len(), args.window, args.bounce_depth);
     let (events_tx, events) = channel();
     let listen = serve::start(args.listen, events_tx)?;
@@ -503,7 +504,8 @@ fn serve<E: CopyEngine<Payload>>(
         }
 
         // Fill rings, then RX descriptors, then the header records for them.
-        for i in returns.take() {
+        returns.drain_into(&mut returned);
+        for i in returned.drain(..) {
             planner.release_bounce(i);
         }
         let mut got = 0;

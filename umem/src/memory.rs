@@ -262,9 +262,10 @@ impl UmemMemory {
 pub struct FrameReturns(Arc<Mutex<Vec<u32>>>);
 
 impl FrameReturns {
-    /// The frames returned since the last call.
-    pub fn take(&self) -> Vec<u32> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    /// Moves the frames returned since the last call to `out` (both buffers keep their
+    /// capacity: no allocation once warmed up).
+    pub fn drain_into(&self, out: &mut Vec<u32>) {
+        out.append(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
     }
 }
 
@@ -392,10 +393,15 @@ mod tests {
         let f = unsafe { LentFrame::new(&m, &l, &returns, 2, data, 7) }.unwrap();
         assert_eq!(f.as_ref(), b"payload");
         assert_eq!(f.index(), 2);
-        assert!(returns.take().is_empty());
+        let taken = |r: &FrameReturns| {
+            let mut out = Vec::new();
+            r.drain_into(&mut out);
+            out
+        };
+        assert!(taken(&returns).is_empty());
         drop(f);
-        assert_eq!(returns.take(), vec![2], "dropping returns the frame");
-        assert!(returns.take().is_empty());
+        assert_eq!(taken(&returns), vec![2], "dropping returns the frame");
+        assert!(taken(&returns).is_empty());
         // SAFETY: as above; each call is refused before lending anything.
         unsafe {
             assert!(
@@ -411,6 +417,6 @@ mod tests {
                 "no frame 4"
             );
         }
-        assert!(returns.take().is_empty(), "refused lends return nothing");
+        assert!(taken(&returns).is_empty(), "refused lends return nothing");
     }
 }
