@@ -47,7 +47,7 @@ pub enum Request {
     /// The whole message was sent.
     Complete {
         /// Grant id from [`Response::Granted`].
-        grant: u32,
+        grant: u64,
         /// SHA-256 of the message (hex).
         sha256: String,
     },
@@ -73,8 +73,8 @@ pub enum Response {
     },
     /// Window granted.
     Granted {
-        /// Grant id.
-        grant: u32,
+        /// Grant id (generational: a revoked grant's id is never reused).
+        grant: u64,
         /// Region id for the hint.
         region: u32,
         /// Region generation for the hint.
@@ -90,8 +90,8 @@ pub enum Response {
     },
     /// A window's state after [`Request::Complete`].
     Status {
-        /// Grant id.
-        grant: u32,
+        /// Grant id (generational: a revoked grant's id is never reused).
+        grant: u64,
         /// Every byte arrived.
         complete: bool,
         /// Complete and equal to the digest.

@@ -17,9 +17,36 @@ pub const SEQ_WRAP_LIMIT: u32 = 1 << 31;
 /// Default start of the direct-write SPI range (key ids from the high numbers).
 pub const DEFAULT_DIRECT_SPI_MIN: u32 = 0x4000_0000;
 
-/// Index of a grant in the engine's grant slab.
+/// A grant's name: its index in the engine's grant slab and the epoch of that slot.
+///
+/// Slots are reused; the epoch counts the slot's reuses, so an id of a revoked grant never
+/// names the grant that reuses its slot ([`PlacementEngine::grant`] returns `None` for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GrantId(pub u32);
+pub struct GrantId {
+    index: u32,
+    epoch: u32,
+}
+
+impl GrantId {
+    /// The id as one number, for the wire and for reports: epoch in the high 32 bits.
+    pub fn to_wire(self) -> u64 {
+        u64::from(self.epoch) << 32 | u64::from(self.index)
+    }
+
+    /// The id a number from the wire names (it may name no grant).
+    pub fn from_wire(wire: u64) -> Self {
+        Self {
+            index: (wire & u64::from(u32::MAX)) as u32,
+            epoch: (wire >> 32) as u32,
+        }
+    }
+}
+
+impl core::fmt::Display for GrantId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.to_wire())
+    }
+}
 
 const NO_GRANT: u32 = u32::MAX;
 
@@ -143,6 +170,8 @@ pub struct Placement {
     pub addr: u64,
     /// Region.
     pub region_id: u32,
+    /// The region generation the hint named.
+    pub generation: u16,
     /// Offset in the region.
     pub region_offset: u64,
     /// Payload bytes.
@@ -170,6 +199,8 @@ pub struct PlacementEngine {
     regions: IdMap<Region>,
     sas: IdMap<SaEntry>,
     grants: Vec<Option<GrantSlot>>,
+    /// Per slab slot: how many grants have left it (the epoch of the next [`GrantId`]).
+    epochs: Vec<u32>,
     free_grants: Vec<u32>,
 }
 
@@ -304,7 +335,7 @@ impl PlacementEngine {
             .ok_or(Error::UnknownSa(spi))?
             .first_grant;
         while let Some(slot) = self.grants.get_mut(next as usize).and_then(Option::take) {
-            self.free_grants.push(next);
+            self.free_slot(next);
             next = slot.next_of_sa;
         }
         Ok(())
@@ -367,12 +398,29 @@ impl PlacementEngine {
                     max: MAX_GRANTS_PER_SA,
                 })?;
                 self.grants.push(Some(slot));
+                self.epochs.push(0);
                 i
             }
         };
         sa.first_grant = index;
         sa.grants += 1;
-        Ok(GrantId(index))
+        Ok(self.id_of(index))
+    }
+
+    /// The id of the grant now in slab slot `index`.
+    fn id_of(&self, index: u32) -> GrantId {
+        GrantId {
+            index,
+            epoch: self.epochs.get(index as usize).copied().unwrap_or(0),
+        }
+    }
+
+    /// Frees slab slot `index`: a later grant there gets the next epoch.
+    fn free_slot(&mut self, index: u32) {
+        if let Some(e) = self.epochs.get_mut(index as usize) {
+            *e = e.wrapping_add(1);
+        }
+        self.free_grants.push(index);
     }
 
     /// Removes grant `id`.
@@ -380,19 +428,23 @@ impl PlacementEngine {
     /// # Errors
     /// [`Error::UnknownGrant`].
     pub fn revoke_grant(&mut self, id: GrantId) -> Result<Grant> {
+        let unknown = Error::UnknownGrant(id.to_wire());
+        if self.id_of(id.index) != id {
+            return Err(unknown);
+        }
         let slot = self
             .grants
-            .get(id.0 as usize)
+            .get(id.index as usize)
             .copied()
             .flatten()
-            .ok_or(Error::UnknownGrant(id.0))?;
+            .ok_or(unknown)?;
         if let Some(sa) = self.sas.get_mut(&slot.grant.spi) {
-            if sa.first_grant == id.0 {
+            if sa.first_grant == id.index {
                 sa.first_grant = slot.next_of_sa;
             } else {
                 let mut cur = sa.first_grant;
                 while let Some(Some(s)) = self.grants.get_mut(cur as usize) {
-                    if s.next_of_sa == id.0 {
+                    if s.next_of_sa == id.index {
                         s.next_of_sa = slot.next_of_sa;
                         break;
                     }
@@ -401,15 +453,18 @@ impl PlacementEngine {
             }
             sa.grants -= 1;
         }
-        self.grants[id.0 as usize] = None;
-        self.free_grants.push(id.0);
+        self.grants[id.index as usize] = None;
+        self.free_slot(id.index);
         Ok(slot.grant)
     }
 
     /// Grant `id`, if it exists.
     pub fn grant(&self, id: GrantId) -> Option<&Grant> {
+        if self.epochs.get(id.index as usize) != Some(&id.epoch) {
+            return None;
+        }
         self.grants
-            .get(id.0 as usize)
+            .get(id.index as usize)
             .and_then(Option::as_ref)
             .map(|s| &s.grant)
     }
@@ -420,7 +475,7 @@ impl PlacementEngine {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.is_some())
-            .map(|(i, _)| GrantId(i as u32))
+            .map(|(i, _)| self.id_of(i as u32))
     }
 
     /// Bytes the tables take now.
@@ -473,10 +528,13 @@ impl PlacementEngine {
         let ready = active == Some(hint.generation);
 
         let delta = seg.seq.wrapping_sub(hint.base_tcp_seq);
+        // 48-bit offset + 32-bit delta + 32-bit length cannot overflow u64.
+        let region_offset = (hint.offset & psp::hint::MAX_OFFSET) + u64::from(delta);
+        let end = region_offset + u64::from(seg.len);
         let (window_start, window_end, grant) = match sa {
             Some(sa) => {
                 let (id, g) = self
-                    .find_grant(sa, hint.region_id, hint.generation)
+                    .find_grant(sa, hint.region_id, hint.generation, region_offset, end)
                     .ok_or(Reason::NotGranted)?;
                 (g.offset, g.offset + g.len, Some(id))
             }
@@ -485,15 +543,13 @@ impl PlacementEngine {
         if delta >= SEQ_WRAP_LIMIT {
             return Err(Reason::SeqWrap);
         }
-        // 48-bit offset + 31-bit delta + 32-bit length cannot overflow u64.
-        let region_offset = (hint.offset & psp::hint::MAX_OFFSET) + u64::from(delta);
-        let end = region_offset + u64::from(seg.len);
         if region_offset < window_start || end > window_end || end > region.len {
             return Err(Reason::OutOfBounds);
         }
         let placement = Placement {
             addr: region.base + region_offset,
             region_id: region.id,
+            generation: hint.generation,
             region_offset,
             len: seg.len,
             grant,
@@ -511,24 +567,35 @@ impl PlacementEngine {
         }
     }
 
-    /// The SA's grant for (region, generation). When several windows exist for the pair,
-    /// the first in the chain is returned; windows of one SA in one region generation are
-    /// expected not to overlap, and bounds are checked against the returned one.
+    /// The SA's grant for (region, generation) whose window holds the bytes
+    /// `start..end` of the region. An SA may hold several disjoint windows of one region
+    /// generation; when none holds the bytes, the first grant for the pair is returned, so
+    /// that the bounds check rejects them as `out_of_bounds`; with no grant for the pair,
+    /// None (`not_granted`). Window ends cannot overflow: `add_grant` checked them.
     fn find_grant(
         &self,
         sa: &SaEntry,
         region_id: u32,
         generation: u16,
+        start: u64,
+        end: u64,
     ) -> Option<(GrantId, &Grant)> {
+        let mut first = None;
         let mut cur = sa.first_grant;
         for _ in 0..MAX_GRANTS_PER_SA {
-            let slot = self.grants.get(cur as usize)?.as_ref()?;
-            if slot.grant.region_id == region_id && slot.grant.generation == generation {
-                return Some((GrantId(cur), &slot.grant));
+            let Some(Some(slot)) = self.grants.get(cur as usize) else {
+                break;
+            };
+            let g = &slot.grant;
+            if g.region_id == region_id && g.generation == generation {
+                if start >= g.offset && end <= g.offset + g.len {
+                    return Some((self.id_of(cur), g));
+                }
+                first.get_or_insert((self.id_of(cur), g));
             }
             cur = slot.next_of_sa;
         }
-        None
+        first
     }
 }
 
@@ -905,6 +972,62 @@ mod tests {
     }
 
     #[test]
+    fn disjoint_grants_of_one_sa_in_one_generation_are_all_reachable() {
+        let mut e = PlacementEngine::new(Policy::default());
+        e.add_region(1, BASE, 1 << 20).unwrap();
+        e.configure_generation(1, 0, 0).unwrap();
+        e.add_sa(DIRECT).unwrap();
+        let window = |offset, base_seq| Grant {
+            spi: DIRECT,
+            region_id: 1,
+            generation: 0,
+            offset,
+            len: 10_000,
+            base_seq,
+        };
+        let older = e.add_grant(window(0, 100)).unwrap();
+        let newer = e.add_grant(window(20_000, 50_000)).unwrap();
+        fn placed(
+            e: &PlacementEngine,
+            (offset, base, seq, len): (u64, u32, u32, u32),
+        ) -> core::result::Result<Option<GrantId>, Reason> {
+            match e.decide(&seg(DIRECT, 0, offset, base, seq, len), 0) {
+                Decision::Copy(p, Reason::LandedElsewhere) => Ok(p.grant),
+                Decision::Reject(r) => Err(r),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Both windows, first and last bytes.
+        assert_eq!(placed(&e, (0, 100, 100, 1400)), Ok(Some(older)));
+        assert_eq!(placed(&e, (0, 100, 100 + 8_600, 1400)), Ok(Some(older)));
+        assert_eq!(placed(&e, (20_000, 50_000, 50_000, 1400)), Ok(Some(newer)));
+        assert_eq!(
+            placed(&e, (20_000, 50_000, 50_000 + 8_600, 1400)),
+            Ok(Some(newer))
+        );
+        // The gap between them, and a segment straddling a window's end, stay out of bounds.
+        assert_eq!(placed(&e, (10_000, 0, 0, 10)), Err(Reason::OutOfBounds));
+        assert_eq!(
+            placed(&e, (0, 100, 100 + 9_000, 1400)),
+            Err(Reason::OutOfBounds)
+        );
+        assert_eq!(placed(&e, (19_000, 0, 0, 2_000)), Err(Reason::OutOfBounds));
+        // Another generation is still not granted.
+        assert_eq!(
+            e.decide(&seg(DIRECT, 1, 0, 100, 100, 10), 0),
+            Decision::Reject(Reason::NotGranted)
+        );
+        // After revoking the newer window, the older one still works and the newer's
+        // bytes are out of bounds.
+        e.revoke_grant(newer).unwrap();
+        assert_eq!(placed(&e, (0, 100, 100, 1400)), Ok(Some(older)));
+        assert_eq!(
+            placed(&e, (20_000, 50_000, 50_000, 1400)),
+            Err(Reason::OutOfBounds)
+        );
+    }
+
+    #[test]
     fn region_bound_keys_need_no_sa() {
         let mut e = PlacementEngine::new(Policy {
             access: AccessControl::RegionBoundKeys,
@@ -940,5 +1063,36 @@ mod tests {
             ),
             Decision::Reject(Reason::AuthFailed)
         );
+    }
+
+    #[test]
+    fn a_revoked_grant_id_never_names_the_grant_that_reuses_its_slot() {
+        let mut e = engine();
+        let window = Grant {
+            spi: DIRECT,
+            region_id: 1,
+            generation: 1,
+            offset: 200_000,
+            len: 1000,
+            base_seq: 0,
+        };
+        let old = e.add_grant(window).unwrap();
+        e.revoke_grant(old).unwrap();
+        let new = e
+            .add_grant(Grant {
+                offset: 300_000,
+                ..window
+            })
+            .unwrap();
+        assert_ne!(old, new, "the slot is reused under a new epoch");
+        assert_eq!(e.grant(old), None, "the old id names nothing");
+        assert_eq!(e.grant(new).map(|g| g.offset), Some(300_000));
+        assert_eq!(e.revoke_grant(old), Err(Error::UnknownGrant(old.to_wire())));
+        assert_eq!(GrantId::from_wire(new.to_wire()), new);
+        assert!(e.grant_ids().any(|g| g == new));
+        assert!(!e.grant_ids().any(|g| g == old));
+        // Removing the SA frees its slots too, under new epochs.
+        e.remove_sa(DIRECT).unwrap();
+        assert_eq!(e.grant(new), None);
     }
 }

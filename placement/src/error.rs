@@ -26,7 +26,7 @@ pub enum Error {
     UnknownSa(u32),
     /// No grant with this id.
     #[error("no grant {0}")]
-    UnknownGrant(u32),
+    UnknownGrant(u64),
     /// The window does not lie inside the region.
     #[error(
         "grant of {len} bytes at offset {offset} does not fit region {region} ({region_len} bytes)"

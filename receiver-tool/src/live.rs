@@ -6,19 +6,21 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::mpsc::{TryRecvError, channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use control::{Request, Response};
+use control::Response;
 use indicatif::{ProgressBar, ProgressStyle};
 use placement::copy::cpu::CpuEngine;
 use placement::copy::decider::Decider;
 use placement::copy::ioat::{IoatConfig, IoatModel};
 use placement::copy::pipeline::CopyPipeline;
 use placement::copy::{CopyEngine, CopyTarget};
-use placement::{Decision, Grant, GrantId, PlacementEngine, Policy};
-use psp::{MasterKey, MasterKeys, Version};
+use placement::{Decision, GrantId, PlacementEngine, Policy};
+use psp::{MasterKey, MasterKeys};
+use receive_core::{Action, ConnId, GrantTable, Limits, RegionSpec, engine_time};
 use umem::{
     BindMode, Desc, FillPlanner, FrameReturns, Layout, LentFrame, Posted, Prediction, Socket,
     SocketConfig, Umem, UmemMemory,
@@ -26,7 +28,9 @@ use umem::{
 use xdp_common::HeaderRecord;
 
 use crate::digest::{DigestJob, DigestVerdict, DigestWorker};
-use crate::report::{GrantReport, RegionReport, Report, RunSummary, process_cpu_seconds};
+use crate::report::{
+    ControlReport, GrantReport, RegionReport, Report, RunSummary, process_cpu_seconds,
+};
 use crate::rx::{Landing, Payload, RxPath};
 use crate::serve::{self, Event};
 use crate::xdp::XdpProgram;
@@ -126,9 +130,23 @@ pub struct LiveArgs {
     /// With --engine ioat: copies of at least this many bytes go to the engine.
     #[arg(long, default_value_t = 0)]
     pub engine_threshold: usize,
-    /// Give up after this many seconds.
+    /// Stop after this many seconds (the report is written as usual).
     #[arg(long, default_value_t = 600)]
     pub max_seconds: u64,
+    /// Stop once this many sessions have said goodbye after asking to complete at least
+    /// one grant of theirs (and nothing is left to check). Without it the receiver serves
+    /// until --max-seconds or SIGINT/SIGTERM: no client can stop it.
+    #[arg(long)]
+    pub sessions: Option<u64>,
+    /// Revoke a grant not completed this many seconds after it was granted.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub grant_timeout_seconds: u64,
+    /// Most control connections open at once; more are refused (and logged).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_connections: u32,
+    /// Close a control connection that sends nothing for this many seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub control_idle_seconds: u64,
     /// No progress display.
     #[arg(long)]
     pub no_progress: bool,
@@ -149,64 +167,65 @@ impl CopyTarget for UmemTarget {
     }
 }
 
-/// A grant as the live receiver tracks it.
+/// A grant's prediction state on its queue.
 #[derive(Debug, Clone, Copy)]
-struct LiveGrant {
-    spi: u32,
+struct Predicted {
     queue: u32,
     mss: u32,
     first_landing: u64,
     segments: u64,
     /// Highest segment index seen so far (+1).
     next_index: u64,
-    predicted: bool,
+    /// Slots are being predicted (its region is active).
+    predicting: bool,
+}
+
+impl Predicted {
+    fn prediction(&self, grant: GrantId) -> Prediction {
+        Prediction {
+            key: grant.to_wire(),
+            first_landing: self.first_landing,
+            mss: self.mss,
+            segments: self.segments,
+        }
+    }
 }
 
 /// A completion request waiting for the window to fill or its deadline.
 struct PendingCompletion {
-    grant: u32,
+    conn: u64,
+    grant: GrantId,
     sha256: String,
-    reply: std::sync::mpsc::SyncSender<Response>,
+    reply: SyncSender<Response>,
+    /// Answer "incomplete" (with the missing ranges) after this.
     deadline: Instant,
 }
 
-/// Per-region allocation of windows.
-#[derive(Debug)]
-struct RegionState {
-    late: bool,
-    scheduled: bool,
-    generation: u16,
-    windows: Vec<(u64, u64)>,
-    len: u64,
-    /// Every window ever granted (for the stray-write check at the end).
-    history: Vec<(u64, u64)>,
+/// A window whose digest is being checked, and what to do with the verdict.
+struct Checking {
+    grant: GrantId,
+    spi: u32,
+    report: GrantReport,
+    reply: SyncSender<Response>,
 }
 
-/// Space left between windows of one region, so that a frame longer than its slot
-/// (up to a chunk) never reaches the next window.
-const WINDOW_GAP: u64 = 4096;
-
-impl RegionState {
-    fn allocate(&mut self, len: u64) -> Option<u64> {
-        let mut at = 0;
-        self.windows.sort_unstable();
-        for &(o, l) in &self.windows {
-            if at + len + WINDOW_GAP <= o {
-                break;
-            }
-            at = o + l + WINDOW_GAP;
-        }
-        (at + len <= self.len).then(|| {
-            self.windows.push((at, len));
-            self.history.push((at, len));
-            at
-        })
-    }
-
-    fn free(&mut self, offset: u64) {
-        self.windows.retain(|(o, _)| *o != offset);
-    }
+/// Counters of the loop's own checks.
+#[derive(Debug, Default, Clone, Copy)]
+struct LoopCounters {
+    unpaired_desc: u64,
+    unpaired_records: u64,
+    seq_gaps: u64,
+    bad_records: u64,
+    /// Segments, activations or copies that failed on bad input: counted and logged, the
+    /// receiver goes on.
+    input_errors: u64,
+    /// Bytes received for grants revoked before they completed (connection closed, timeout).
+    abandoned_bytes: u64,
 }
+
+/// How long a completion waits for the window to fill before answering with what is
+/// missing.
+const COMPLETION_WAIT: Duration = Duration::from_millis(300);
 
 fn softirq_seconds() -> f64 {
     // /proc/stat "cpu" line: user nice system idle iowait irq softirq ... (1/100 s).
@@ -222,6 +241,10 @@ fn softirq_seconds() -> f64 {
         .map_or(0.0, |t| t / 100.0)
 }
 
+fn cpu_now() -> f64 {
+    process_cpu_seconds() + softirq_seconds()
+}
+
 fn random_master() -> Result<MasterKey> {
     use ring::rand::SecureRandom;
     let mut k = [0u8; 32];
@@ -231,7 +254,13 @@ fn random_master() -> Result<MasterKey> {
     Ok(MasterKey(k))
 }
 
-/// Runs the live receiver until every control session said goodbye.
+/// The sockets and program the loop polls.
+struct Io {
+    program: XdpProgram,
+    sockets: Vec<Socket>,
+}
+
+/// Runs the live receiver until --max-seconds, a signal, or --sessions completed sessions.
 pub fn run(args: &LiveArgs) -> Result<Report> {
     if !testbed::is_root() {
         bail!(
@@ -243,7 +272,7 @@ pub fn run(args: &LiveArgs) -> Result<Report> {
     }
     let regions: Vec<(u32, u64)> = args.regions.iter().map(|r| (r.id, r.len)).collect();
     let layout = Layout::new(&regions, args.bounce_frames, 2048)?;
-    let memory = Arc::new(UmemMemory::new(layout.len).context("UMEM memory")?);
+    let memory = Arc::new(UmemMemory::with_layout(&layout).context("UMEM memory")?);
     let fill_size = (args.window.max(args.bounce_depth) * 2)
         .next_power_of_two()
         .max(4096);
@@ -270,114 +299,149 @@ pub fn run(args: &LiveArgs) -> Result<Report> {
         program.add_socket(q, s.fd())?;
         sockets.push(s);
     }
+    let io = Io { program, sockets };
     let target = Arc::new(UmemTarget(Arc::clone(&memory)));
     match args.engine {
         EngineKind::Cpu => {
             let engine = CpuEngine::new(Arc::clone(&target));
-            serve(
-                args,
-                &layout,
-                &memory,
-                program,
-                sockets,
-                target,
-                engine,
-                Decider::CPU_ONLY,
-                "cpu",
-            )
+            let pipeline = CopyPipeline::new(target, engine, Decider::CPU_ONLY);
+            serve(args, &layout, &memory, io, pipeline, "cpu")
         }
         EngineKind::Ioat => {
             let engine = IoatModel::start(Arc::clone(&target), &IoatConfig::default())?;
             let decider = Decider::fixed(args.engine_threshold);
-            serve(
-                args,
-                &layout,
-                &memory,
-                program,
-                sockets,
-                target,
-                engine,
-                decider,
-                "ioat_model",
-            )
+            let pipeline = CopyPipeline::new(target, engine, decider);
+            serve(args, &layout, &memory, io, pipeline, "ioat_model")
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn serve<E: CopyEngine<Payload>>(
+/// The receiver's state between the kernel and the control plane.
+struct Receiver<'a, T: CopyTarget, E: CopyEngine<Payload>> {
+    args: &'a LiveArgs,
+    layout: &'a Layout,
+    memory: &'a Arc<UmemMemory>,
+    rx: RxPath<T, E>,
+    table: GrantTable,
+    planner: FillPlanner,
+    keys: MasterKeys,
+    mac: String,
+    predicted: HashMap<GrantId, Predicted>,
+    pending: Vec<PendingCompletion>,
+    /// Revoked grants whose copies are still in flight: their windows stay reserved.
+    draining: Vec<GrantId>,
+    finished: HashMap<u32, Vec<GrantReport>>,
+    digests: DigestWorker<Checking>,
+    expected_seq: Vec<Option<u32>>,
+    counters: LoopCounters,
+    returns: FrameReturns,
+    returned: Vec<u32>,
+    first_packet: Option<Instant>,
+    last_packet: Option<Instant>,
+    cpu_start: Option<f64>,
+    cpu_end: f64,
+}
+
+fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
     args: &LiveArgs,
     layout: &Layout,
     memory: &Arc<UmemMemory>,
-    mut program: XdpProgram,
-    mut sockets: Vec<Socket>,
-    target: Arc<UmemTarget>,
-    copy_engine: E,
-    decider: Decider,
+    mut io: Io,
+    pipeline: CopyPipeline<T, E, Payload, crate::rx::CopyTag>,
     backend: &'static str,
 ) -> Result<Report> {
-    let keys = MasterKeys::new(random_master()?, random_master()?);
-    let policy = Policy::default();
-    let mut engine = PlacementEngine::new(policy);
-    let mut region_state = HashMap::new();
-    for r in &args.regions {
-        let span = layout.region(r.id).context("region missing from layout")?;
-        engine.add_region(r.id, span.base, r.len)?;
-        engine.configure_generation(r.id, 1, if r.late { u64::MAX } else { 0 })?;
-        region_state.insert(
-            r.id,
-            RegionState {
-                late: r.late,
-                scheduled: !r.late,
-                generation: 1,
-                windows: Vec::new(),
-                len: r.len,
-                history: Vec::new(),
-            },
-        );
-    }
-    engine.advance(0, |_| {});
-    let pipeline = CopyPipeline::new(target, copy_engine, decider);
-    let mut rx = RxPath::new(engine, keys.clone(), pipeline, 64 << 20);
-    // Staged payloads stay in their bounce frames; keep enough of the pool for the queues'
-    // bounce depth and the copies in flight.
-    let reserve = sockets.len() * (args.bounce_depth as usize + 512);
-    rx.limit_staged_frames((layout.bounce_frames as usize).saturating_sub(reserve));
-    let returns = FrameReturns::default();
-    let mut returned = Vec::new();
-    let mut planner = FillPlanner::new(layout, sockets.len(), args.window, args.bounce_depth);
+    let mut r = Receiver::new(args, layout, memory, io.sockets.len(), pipeline)?;
     let (events_tx, events) = channel();
-    let listen = serve::start(args.listen, events_tx)?;
-    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", args.iface))
-        .with_context(|| format!("no interface {}", args.iface))?
-        .trim()
-        .to_string();
+    let server = serve::start(
+        args.listen,
+        events_tx,
+        serve::Limits {
+            max_connections: args.max_connections as usize,
+            idle: Duration::from_secs(args.control_idle_seconds),
+        },
+    )?;
     eprintln!(
-        "zc-recv: listening on {listen}, {} queue(s) on {} ({} XDP, {} AF_XDP), UMEM {} MiB ({})",
-        sockets.len(),
+        "zc-recv: listening on {}, {} queue(s) on {} ({} XDP, {} AF_XDP), UMEM {} MiB ({})",
+        server.local,
+        io.sockets.len(),
         args.iface,
-        program.mode,
-        sockets.first().map_or("-", |s| s.mode.as_str()),
+        io.program.mode,
+        io.sockets.first().map_or("-", |s| s.mode.as_str()),
         layout.len >> 20,
         memory.backing().as_str()
     );
-
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("signal handler")?;
+    }
     let start = Instant::now();
-    // CPU is measured from the first packet to the last completion answered.
-    let mut cpu_start = None::<f64>;
-    let mut cpu_end = 0.0;
-    let mut grants: HashMap<GrantId, LiveGrant> = HashMap::new();
-    let mut finished: HashMap<u32, Vec<GrantReport>> = HashMap::new();
-    let mut pending: Vec<PendingCompletion> = Vec::new();
-    let mut records: Vec<VecDeque<HeaderRecord>> = vec![VecDeque::new(); sockets.len()];
-    let mut expected_seq = vec![None::<u32>; sockets.len()];
-    let (mut unpaired_desc, mut unpaired_records, mut seq_gaps, mut bad_records) =
-        (0u64, 0u64, 0u64, 0u64);
-    let mut next_spi = policy.direct_spi_min | 1;
-    let (mut sessions_seen, mut open_conns) = (0u64, std::collections::HashSet::new());
-    let mut descs: Vec<Vec<Desc>> = vec![Vec::new(); sockets.len()];
-    let (mut first_packet, mut last_packet) = (None::<Instant>, start);
-    let bar = if args.no_progress {
+    let bar = progress_bar(args.no_progress);
+    let mut last_tick = start;
+    let mut records: Vec<VecDeque<HeaderRecord>> = vec![VecDeque::new(); io.sockets.len()];
+    let mut descs: Vec<Vec<Desc>> = vec![Vec::new(); io.sockets.len()];
+    let reached_goal = loop {
+        let now_i = Instant::now();
+        let now = now_i.duration_since(start);
+        if now > Duration::from_secs(args.max_seconds) {
+            tracing::warn!("stopping after {} s (--max-seconds)", args.max_seconds);
+            break false;
+        }
+        if stop.load(Ordering::Relaxed) {
+            eprintln!("zc-recv: stopping on a signal");
+            break false;
+        }
+        loop {
+            match events.try_recv() {
+                Ok(e) => r.on_event(e, now, now_i),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => bail!("control server stopped"),
+            }
+        }
+        if args
+            .sessions
+            .is_some_and(|n| r.table.stats().completed_sessions >= n && r.idle())
+        {
+            break true;
+        }
+        r.activate(now);
+        let got = r.receive(&mut io, &mut descs, &mut records, now_i, now);
+        if let Err(e) = r.rx.poll_copies() {
+            r.input_error(format_args!("copies: {e:#}"));
+        }
+        r.complete_pending(now_i);
+        r.collect_verdicts();
+        if now_i.duration_since(last_tick) > Duration::from_millis(100) {
+            last_tick = now_i;
+            r.tick(now);
+            bar.set_position(r.rx.counters.payload.bytes);
+            bar.set_message(format!(
+                "direct {:.1}%, {} grants",
+                r.rx.counters.copies_avoided() * 100.0,
+                r.predicted.len()
+            ));
+        }
+        if got == 0 {
+            if args.poll {
+                if let Some(s) = io.sockets.first() {
+                    s.poll_rx(Duration::from_millis(1));
+                }
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    };
+    bar.finish_and_clear();
+    r.rx.finish()?;
+    r.report(
+        &io,
+        backend,
+        server.refused(),
+        reached_goal || args.sessions.is_none(),
+    )
+}
+
+fn progress_bar(hidden: bool) -> ProgressBar {
+    let bar = if hidden {
         ProgressBar::hidden()
     } else {
         ProgressBar::new_spinner()
@@ -386,527 +450,628 @@ fn serve<E: CopyEngine<Payload>>(
         ProgressStyle::with_template("zc-recv {spinner} {bytes} {binary_bytes_per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let mut last_draw = start;
-    let mut all_verified = true;
-    let mut digests = DigestWorker::start(Arc::clone(memory)).context("digest thread")?;
+    bar
+}
 
-    loop {
-        let now_i = Instant::now();
-        let now = u64::try_from(now_i.duration_since(start).as_millis()).unwrap_or(u64::MAX);
-        if now_i.duration_since(start) > Duration::from_secs(args.max_seconds) {
-            tracing::error!("giving up after {} s", args.max_seconds);
-            all_verified = false;
-            break;
-        }
-        // Control plane.
-        loop {
-            let event = match events.try_recv() {
-                Ok(e) => e,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => bail!("control server stopped"),
-            };
-            match event {
-                Event::Closed { conn } => {
-                    open_conns.remove(&conn);
+impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
+    fn new(
+        args: &'a LiveArgs,
+        layout: &'a Layout,
+        memory: &'a Arc<UmemMemory>,
+        queues: usize,
+        pipeline: CopyPipeline<T, E, Payload, crate::rx::CopyTag>,
+    ) -> Result<Self> {
+        let keys = MasterKeys::new(random_master()?, random_master()?);
+        let mut engine = PlacementEngine::new(Policy::default());
+        let specs = args
+            .regions
+            .iter()
+            .map(|r| {
+                let span = layout.region(r.id).context("region missing from layout")?;
+                Ok(RegionSpec {
+                    id: r.id,
+                    base: span.base,
+                    len: r.len,
+                    late: r.late,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let limits = Limits {
+            queues: u32::try_from(queues).unwrap_or(u32::MAX),
+            grant_timeout: Duration::from_secs(args.grant_timeout_seconds),
+            activation_delay: Duration::from_millis(args.activation_delay_ms),
+            ..Limits::default()
+        };
+        let table = GrantTable::new(&mut engine, &specs, limits)?;
+        let mut rx = RxPath::new(engine, keys.clone(), pipeline, 64 << 20);
+        // Staged payloads stay in their bounce frames; keep enough of the pool for the
+        // queues' bounce depth and the copies in flight.
+        let reserve = queues * (args.bounce_depth as usize + 512);
+        rx.limit_staged_frames((layout.bounce_frames as usize).saturating_sub(reserve));
+        let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", args.iface))
+            .with_context(|| format!("no interface {}", args.iface))?
+            .trim()
+            .to_string();
+        Ok(Self {
+            args,
+            layout,
+            memory,
+            rx,
+            table,
+            planner: FillPlanner::new(layout, queues, args.window, args.bounce_depth),
+            keys,
+            mac,
+            predicted: HashMap::new(),
+            pending: Vec::new(),
+            draining: Vec::new(),
+            finished: HashMap::new(),
+            digests: DigestWorker::start(Arc::clone(memory)).context("digest thread")?,
+            expected_seq: vec![None; queues],
+            counters: LoopCounters::default(),
+            returns: FrameReturns::default(),
+            returned: Vec::new(),
+            first_packet: None,
+            last_packet: None,
+            cpu_start: None,
+            cpu_end: 0.0,
+        })
+    }
+
+    /// Nothing is waiting for a completion or a digest.
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.digests.in_flight() == 0
+    }
+
+    /// Serves one control-plane event.
+    fn on_event(&mut self, event: Event, now: Duration, now_i: Instant) {
+        let (conn, request, reply) = match event {
+            Event::Closed { conn } => {
+                for g in self.table.close(&mut self.rx.engine, ConnId(conn)) {
+                    self.retire(g);
                 }
-                Event::Request {
-                    conn,
-                    request,
-                    reply,
-                } => {
-                    open_conns.insert(conn);
-                    let response = match request {
-                        Request::Session { version } => {
-                            sessions_seen += 1;
-                            match Version::from_wire(version) {
-                                Ok(v) => {
-                                    let spi = next_spi;
-                                    next_spi += 1;
-                                    rx.engine.add_sa(spi)?;
-                                    Response::Session {
-                                        spi,
-                                        version,
-                                        key: hex::encode(keys.derive(spi, v).as_bytes()),
-                                        mac: mac.clone(),
-                                    }
-                                }
-                                Err(e) => Response::Error {
-                                    message: e.to_string(),
-                                },
-                            }
-                        }
-                        Request::Grant {
-                            spi,
-                            len,
-                            base_seq,
-                            mss,
-                            queue,
-                            region,
-                        } => grant(
-                            &mut rx,
-                            &mut planner,
-                            &mut region_state,
-                            &mut grants,
-                            (spi, len, base_seq, mss, queue, region),
-                            sockets.len(),
-                            now + args.activation_delay_ms,
-                        )
-                        .unwrap_or_else(|e| Response::Error {
-                            message: format!("{e:#}"),
-                        }),
-                        Request::Complete { grant, sha256 } => {
-                            pending.push(PendingCompletion {
-                                grant,
-                                sha256,
-                                reply,
-                                deadline: now_i + Duration::from_millis(300),
-                            });
-                            continue;
-                        }
-                        Request::Bye => {
-                            open_conns.remove(&conn);
-                            Response::Bye
-                        }
-                    };
-                    let _ = reply.send(response);
-                }
+                // Their answers would go nowhere.
+                self.pending.retain(|c| c.conn != conn);
+                return;
             }
-        }
-        if sessions_seen > 0
-            && open_conns.is_empty()
-            && pending.is_empty()
-            && digests.in_flight() == 0
+            Event::Request {
+                conn,
+                request,
+                reply,
+            } => (conn, request, reply),
+        };
+        let response = match self
+            .table
+            .handle(&mut self.rx.engine, ConnId(conn), &request, now)
         {
-            break;
-        }
+            Action::Reply(r) => r,
+            Action::SessionOpened { spi, version } => Response::Session {
+                spi,
+                version: version.wire(),
+                key: hex::encode(self.keys.derive(spi, version).as_bytes()),
+                mac: self.mac.clone(),
+            },
+            Action::Granted { grant, reply } => {
+                self.granted(grant);
+                reply
+            }
+            Action::Complete { grant, sha256 } => {
+                self.pending.push(PendingCompletion {
+                    conn,
+                    grant,
+                    sha256,
+                    reply,
+                    deadline: now_i + COMPLETION_WAIT,
+                });
+                return;
+            }
+        };
+        let _ = reply.send(response);
+    }
 
-        // Late regions whose time has come: copy in what waited, start predicting.
+    /// A new grant: track it, and predict its slots if its region is active.
+    fn granted(&mut self, id: GrantId) {
+        let Some(entry) = self.table.grant(id).copied() else {
+            return;
+        };
+        let g = entry.grant;
+        self.rx.track_grant(id, g.len);
+        let base = self.rx.engine.region(g.region_id).map_or(0, |r| r.base);
+        let active =
+            self.rx.engine.region(g.region_id).and_then(|r| r.active) == Some(g.generation);
+        let p = Predicted {
+            queue: entry.queue,
+            mss: entry.mss,
+            first_landing: base + g.offset,
+            segments: g.len.div_ceil(u64::from(entry.mss)),
+            next_index: 0,
+            predicting: active,
+        };
+        if active {
+            self.planner.predict(p.queue as usize, p.prediction(id), 0);
+        }
+        self.predicted.insert(id, p);
+    }
+
+    /// A grant left the engine without completing: stop predicting it, drop its copies
+    /// that did not start, and keep its window until the ones in flight finish.
+    fn retire(&mut self, id: GrantId) {
+        if let Some(p) = self.rx.progress.get(&id) {
+            let len = self.table.grant(id).map_or(0, |g| g.grant.len);
+            self.counters.abandoned_bytes += len.saturating_sub(p.missing_bytes());
+        }
+        self.planner.forget(id.to_wire());
+        self.rx.drop_grant(id);
+        self.predicted.remove(&id);
+        self.draining.push(id);
+    }
+
+    /// Late regions whose time has come: copy in what waited, start predicting.
+    fn activate(&mut self, now: Duration) {
+        let planner = &self.planner;
         let gate = |d: u64, l: u64| planner.blocking_slot(d, l);
         // A few hundred staged payloads per turn: ~0.1 ms of copying.
-        let activated = rx.activate(now, &gate, 256)?;
+        let activated = match self.rx.activate(engine_time(now), &gate, 256) {
+            Ok(a) => a,
+            Err(e) => {
+                self.input_error(format_args!("activating staged payloads: {e:#}"));
+                return;
+            }
+        };
         for region in activated {
-            for (id, g) in grants.iter_mut() {
-                let in_region = rx.engine.grant(*id).is_some_and(|x| x.region_id == region);
-                if in_region && !g.predicted {
-                    g.predicted = true;
-                    planner.predict(
-                        g.queue as usize,
-                        Prediction {
-                            key: u64::from(id.0),
-                            first_landing: g.first_landing,
-                            mss: g.mss,
-                            segments: g.segments,
-                        },
-                        g.next_index,
-                    );
+            let grants: Vec<GrantId> = self
+                .table
+                .open_grants_of(region)
+                .map(|(id, _)| id)
+                .collect();
+            for id in grants {
+                if let Some(p) = self.predicted.get_mut(&id)
+                    && !p.predicting
+                {
+                    p.predicting = true;
+                    let (queue, prediction, next) = (p.queue, p.prediction(id), p.next_index);
+                    self.planner.predict(queue as usize, prediction, next);
                 }
             }
         }
+    }
 
-        // Fill rings, then RX descriptors, then the header records for them.
-        returns.drain_into(&mut returned);
-        for i in returned.drain(..) {
-            planner.release_bounce(i);
+    fn input_error(&mut self, what: std::fmt::Arguments<'_>) {
+        self.counters.input_errors += 1;
+        tracing::warn!("{what}");
+    }
+
+    /// Fill rings, then RX descriptors, then the header records for them. Returns how
+    /// many descriptors came back.
+    fn receive(
+        &mut self,
+        io: &mut Io,
+        descs: &mut [Vec<Desc>],
+        records: &mut [VecDeque<HeaderRecord>],
+        now_i: Instant,
+        now: Duration,
+    ) -> u32 {
+        self.returns.drain_into(&mut self.returned);
+        for i in self.returned.drain(..) {
+            self.planner.release_bounce(i);
         }
         let mut got = 0;
-        for (q, s) in sockets.iter_mut().enumerate() {
-            planner.refill(q, &mut s.fill, |key, index| {
-                grants.get(&GrantId(key as u32)).is_some_and(|g| {
-                    rx.is_claimed(
-                        GrantId(key as u32),
-                        index * u64::from(g.mss),
-                        u64::from(g.mss),
-                    )
-                })
+        for (q, s) in io.sockets.iter_mut().enumerate() {
+            let (rx, predicted) = (&self.rx, &self.predicted);
+            self.planner.refill(q, &mut s.fill_mut(), |key, index| {
+                let id = GrantId::from_wire(key);
+                predicted
+                    .get(&id)
+                    .is_some_and(|g| rx.is_claimed(id, index * u64::from(g.mss), u64::from(g.mss)))
             });
-            if args.poll && s.fill.needs_wakeup() {
+            if self.args.poll && s.fill_mut().needs_wakeup() {
                 s.wake_rx();
             }
             descs[q].clear();
-            if let Some(r) = s.rx.as_mut() {
+            if let Some(mut r) = s.rx_mut() {
                 got += r.consume(&mut descs[q], 256);
             }
         }
-        bad_records += program.drain_headers(|r| {
+        self.counters.bad_records += io.program.drain_headers(|r| {
             if let Some(q) = records.get_mut(r.queue as usize) {
                 q.push_back(r);
             }
         });
-        for q in 0..sockets.len() {
+        for q in 0..descs.len() {
             for d in std::mem::take(&mut descs[q]) {
-                let posted = planner.consumed(q, d.base());
-                let data = d.data_addr();
-                let len = d.len as usize;
-                // Pair with the header record: same length, same first payload bytes.
-                let mut tag = [0u8; xdp_common::TAG_LEN];
-                let mut record = None;
-                while let Some(r) = records[q].pop_front() {
-                    let t = &mut tag[..r.tag_bytes().len()];
-                    let tag_ok = memory.read(data, t).is_ok() && *t == *r.tag_bytes();
-                    if r.payload_len as usize == len && tag_ok {
-                        record = Some(r);
-                        break;
-                    }
-                    unpaired_records += 1;
+                self.on_descriptor(q, d, &mut records[q], now_i, now);
+            }
+        }
+        got
+    }
+
+    /// Pairs one RX descriptor with its header record: same length, same first payload
+    /// bytes.
+    fn pair(
+        &mut self,
+        data: u64,
+        len: usize,
+        records: &mut VecDeque<HeaderRecord>,
+    ) -> Option<HeaderRecord> {
+        let mut tag = [0u8; xdp_common::TAG_LEN];
+        while let Some(r) = records.pop_front() {
+            let t = &mut tag[..r.tag_bytes().len()];
+            let tag_ok = self.memory.read(data, t).is_ok() && *t == *r.tag_bytes();
+            if r.payload_len as usize == len && tag_ok {
+                return Some(r);
+            }
+            self.counters.unpaired_records += 1;
+        }
+        None
+    }
+
+    /// One RX descriptor: pair, open where it landed, decide, account, return the slot.
+    fn on_descriptor(
+        &mut self,
+        q: usize,
+        d: Desc,
+        records: &mut VecDeque<HeaderRecord>,
+        now_i: Instant,
+        now: Duration,
+    ) {
+        let posted = self.planner.consumed(q, d.base());
+        let data = d.data_addr();
+        let len = d.len as usize;
+        match self.pair(data, len, records) {
+            Some(r) => {
+                if let Err(e) = self.on_segment(q, &r, data, len, posted, now_i, now) {
+                    self.input_error(format_args!("queue {q}: segment not handled: {e:#}"));
                 }
-                if let Some(r) = record {
-                    if let Some(e) = expected_seq[q]
-                        && r.seq != e
-                    {
-                        seq_gaps += u64::from(r.seq.wrapping_sub(e));
-                    }
-                    expected_seq[q] = Some(r.seq.wrapping_add(1));
-                    if first_packet.is_none() {
-                        first_packet = Some(now_i);
-                        cpu_start = Some(process_cpu_seconds() + softirq_seconds());
-                    }
-                    last_packet = now_i;
-                    // SAFETY: the descriptor came back from the kernel, so its frame is
-                    // ours until we post it again; nothing else reads or writes it while
-                    // this slice lives (a lent bounce frame is read only after the payload
-                    // was opened, and is posted again only after it is dropped).
-                    let payload = unsafe { memory.slice_mut(data, len)? };
-                    let landed = match posted {
-                        // SAFETY: as above; the plan gets bounce frame `i` back only
-                        // through `returns`, when the lent frame is dropped.
-                        Some(Posted::Bounce(i)) => Landing::Bounce(unsafe {
-                            LentFrame::new(memory, layout, &returns, i, data, len)?
-                        }),
-                        _ => Landing::Slot(data),
-                    };
-                    let gate = |d: u64, l: u64| planner.blocking_slot(d, l);
-                    let decision =
-                        rx.on_split(r.header_bytes(), &r.icv, payload, landed, now, &gate)?;
-                    let placed = match decision {
-                        Some(Decision::Direct(p) | Decision::Copy(p, _)) => Some(p),
-                        _ => None,
-                    };
-                    if let Some(p) = placed
-                        && let Some(gid) = p.grant
-                        && let Some(g) = grants.get_mut(&gid)
-                        && let Some(window) = rx.engine.grant(gid)
-                    {
-                        let index = (p.region_offset - window.offset) / u64::from(g.mss);
-                        g.next_index = g.next_index.max(index + 1);
-                        planner.observed(q, u64::from(gid.0), index);
-                    }
-                } else {
-                    unpaired_desc += 1;
-                    if let Some(Posted::Bounce(i)) = posted {
-                        planner.release_bounce(i);
-                    }
-                }
-                match posted {
-                    Some(Posted::Bounce(_)) => {}
-                    Some(Posted::Slot { .. }) => {
-                        let gate = |d: u64, l: u64| planner.blocking_slot(d, l);
-                        rx.slot_returned(d.base() + layout.landing_shift(), &gate)?;
-                    }
-                    None => {}
+            }
+            None => {
+                self.counters.unpaired_desc += 1;
+                if let Some(Posted::Bounce(i)) = posted {
+                    self.planner.release_bounce(i);
                 }
             }
         }
+        if let Some(Posted::Slot { .. }) = posted {
+            let planner = &self.planner;
+            let gate = |d: u64, l: u64| planner.blocking_slot(d, l);
+            if let Err(e) = self
+                .rx
+                .slot_returned(d.base() + self.layout.landing_shift(), &gate)
+            {
+                self.input_error(format_args!("queue {q}: parked copies: {e:#}"));
+            }
+        }
+    }
 
-        // Completions whose window filled, or whose deadline passed.
+    #[allow(clippy::too_many_arguments)]
+    fn on_segment(
+        &mut self,
+        q: usize,
+        r: &HeaderRecord,
+        data: u64,
+        len: usize,
+        posted: Option<Posted>,
+        now_i: Instant,
+        now: Duration,
+    ) -> Result<()> {
+        if let Some(e) = self.expected_seq[q]
+            && r.seq != e
+        {
+            self.counters.seq_gaps += u64::from(r.seq.wrapping_sub(e));
+        }
+        self.expected_seq[q] = Some(r.seq.wrapping_add(1));
+        if self.first_packet.is_none() {
+            self.first_packet = Some(now_i);
+            self.cpu_start = Some(cpu_now());
+        }
+        self.last_packet = Some(now_i);
+        #[allow(
+            unsafe_code,
+            reason = "the one unsafe site outside umem: see Cargo.toml"
+        )]
+        // SAFETY: slice_mut's contract. The descriptor came back from the kernel, so its
+        // bytes are posted nowhere until the plan posts them again (a bounce frame: after
+        // its LentFrame is dropped), and no copy or digest touches them meanwhile (copies
+        // into a slot wait behind the gate until it returns). Known gap (issue 9, sec. 3):
+        // for a bounce frame the LentFrame below lends these same bytes, and on_split
+        // reads it as the copy source while this slice is still its argument. Sequential,
+        // but aliasing that the contract forbids; it closes when on_split takes the frame
+        // token (umem::FrameMut: open in place, then lend) instead of both.
+        let payload = unsafe { self.memory.slice_mut(data, len)? };
+        let landed = match posted {
+            // The plan gets bounce frame `i` back only through `returns`, when the lent
+            // frame is dropped.
+            Some(Posted::Bounce(i)) => Landing::Bounce(LentFrame::new(
+                self.memory,
+                self.layout,
+                &self.returns,
+                i,
+                data,
+                len,
+            )?),
+            _ => Landing::Slot(data),
+        };
+        let planner = &self.planner;
+        let gate = |d: u64, l: u64| planner.blocking_slot(d, l);
+        let decision = self.rx.on_split(
+            r.header_bytes(),
+            &r.icv,
+            payload,
+            landed,
+            engine_time(now),
+            &gate,
+        )?;
+        if let Some(Decision::Direct(p) | Decision::Copy(p, _)) = decision
+            && let Some(gid) = p.grant
+        {
+            self.observed(q, gid, p.region_offset);
+        }
+        Ok(())
+    }
+
+    /// Moves the plan's cursor after segment at `region_offset` of grant `gid` arrived.
+    fn observed(&mut self, q: usize, gid: GrantId, region_offset: u64) {
+        let (Some(g), Some(window)) = (self.predicted.get_mut(&gid), self.rx.engine.grant(gid))
+        else {
+            return;
+        };
+        let Some(index) = region_offset
+            .checked_sub(window.offset)
+            .map(|o| o / u64::from(g.mss))
+        else {
+            return;
+        };
+        g.next_index = g.next_index.max(index + 1);
+        self.planner.observed(q, gid.to_wire(), index);
+    }
+
+    /// Completions whose window filled (and whose copies all landed), or whose deadline
+    /// passed.
+    fn complete_pending(&mut self, now_i: Instant) {
         let mut i = 0;
-        while i < pending.len() {
-            let c = &pending[i];
-            let gid = GrantId(c.grant);
-            let complete = rx.progress.get(&gid).is_some_and(|p| p.is_complete());
-            if !complete && now_i < c.deadline {
+        while i < self.pending.len() {
+            let c = &self.pending[i];
+            let complete = self
+                .rx
+                .progress
+                .get(&c.grant)
+                .is_some_and(|p| p.is_complete());
+            let copying = self.rx.copies_in_flight(c.grant) > 0;
+            let open = self.table.is_open_grant_of(ConnId(c.conn), c.grant);
+            // A complete window is checked only once every copy into it landed.
+            if open && (copying || (!complete && now_i < c.deadline)) {
                 i += 1;
                 continue;
             }
-            let c = pending.swap_remove(i);
-            match complete_grant(&mut rx, &mut planner, &mut grants, c) {
-                Some(job) => digests.submit(job),
-                None => cpu_end = process_cpu_seconds() + softirq_seconds(),
-            }
-        }
-        while let Some(verdict) = digests.try_verdict() {
-            finish_check(verdict, &mut region_state, &mut finished);
-            cpu_end = process_cpu_seconds() + softirq_seconds();
-        }
-
-        if now_i.duration_since(last_draw) > Duration::from_millis(100) {
-            last_draw = now_i;
-            bar.set_position(rx.counters.payload.bytes);
-            bar.set_message(format!(
-                "direct {:.1}%, {} grants open",
-                rx.counters.copies_avoided() * 100.0,
-                grants.len()
-            ));
-        }
-        if got == 0 {
-            if args.poll {
-                if let Some(s) = sockets.first() {
-                    s.poll_rx(Duration::from_millis(1));
-                }
+            let c = self.pending.swap_remove(i);
+            if let Some(job) = self.complete_grant(c) {
+                self.digests.submit(job);
             } else {
-                std::thread::yield_now();
+                self.cpu_end = cpu_now();
             }
         }
     }
-    bar.finish_and_clear();
-    rx.finish()?;
-    let cpu = cpu_start.map_or(0.0, |s| (cpu_end - s).max(0.0));
-    let elapsed = first_packet.map_or(0.0, |f| last_packet.duration_since(f).as_secs_f64());
-    let mut xsk = serde_json::Map::new();
-    for s in &sockets {
-        let st = s.statistics()?;
+
+    /// Answers a completion: an incomplete window gets its missing ranges now; a complete
+    /// one leaves the engine (nothing lands in it any more) and is returned as a job for
+    /// the digest worker. Its window is released only after the verdict.
+    fn complete_grant(&mut self, c: PendingCompletion) -> Option<DigestJob<Checking>> {
+        let gid = c.grant;
+        let (Some(entry), Some(p)) = (self.table.grant(gid).copied(), self.rx.progress.get(&gid))
+        else {
+            let _ = c.reply.send(Response::Error {
+                message: format!("no open grant {gid}"),
+            });
+            return None;
+        };
+        if !p.is_complete() {
+            let _ = c.reply.send(Response::Status {
+                grant: gid.to_wire(),
+                complete: false,
+                verified: false,
+                missing: p.missing().into_iter().map(|r| (r.start, r.end)).collect(),
+            });
+            return None;
+        }
+        let report = GrantReport::new(&entry.grant, p, None);
+        if self.table.finish(&mut self.rx.engine, gid).is_none() {
+            let _ = c.reply.send(Response::Error {
+                message: format!("grant {gid} is no longer open"),
+            });
+            return None;
+        }
+        self.planner.forget(gid.to_wire());
+        self.rx.drop_grant(gid);
+        self.predicted.remove(&gid);
+        let w = entry.grant;
+        let base = self.rx.engine.region(w.region_id).map_or(0, |r| r.base) + w.offset;
+        Some(DigestJob {
+            addr: base,
+            len: w.len,
+            expected: c.sha256,
+            context: Checking {
+                grant: gid,
+                spi: w.spi,
+                report,
+                reply: c.reply,
+            },
+        })
+    }
+
+    /// Records digest verdicts, releases their windows and answers the senders.
+    fn collect_verdicts(&mut self) {
+        while let Some(verdict) = self.digests.try_verdict() {
+            self.on_verdict(verdict);
+            self.cpu_end = cpu_now();
+        }
+    }
+
+    fn on_verdict(&mut self, verdict: DigestVerdict<Checking>) {
+        let c = verdict.job.context;
+        let mut report = c.report;
+        report.digest_ok = Some(verdict.matches);
+        self.finished.entry(c.spi).or_default().push(report);
+        // Every copy into the window landed before the check began (complete_pending).
+        self.table.release(c.grant);
+        let _ = c.reply.send(Response::Status {
+            grant: c.grant.to_wire(),
+            complete: true,
+            verified: verdict.matches,
+            missing: Vec::new(),
+        });
+    }
+
+    /// Every ~100 ms: revoke grants past their timeout, release drained windows.
+    fn tick(&mut self, now: Duration) {
+        for g in self.table.expire(&mut self.rx.engine, now) {
+            self.retire(g);
+        }
+        self.release_drained();
+    }
+
+    /// Releases the windows of revoked grants whose copies have all landed.
+    fn release_drained(&mut self) {
+        let (rx, table) = (&self.rx, &mut self.table);
+        self.draining.retain(|g| {
+            if rx.copies_in_flight(*g) > 0 {
+                return true;
+            }
+            table.release(*g);
+            false
+        });
+    }
+
+    /// The run's report.
+    fn report(
+        mut self,
+        io: &Io,
+        backend: &'static str,
+        refused_connections: u64,
+        goal_reached: bool,
+    ) -> Result<Report> {
+        self.release_drained();
+        let cpu = self.cpu_start.map_or(0.0, |s| (self.cpu_end - s).max(0.0));
+        let elapsed = match (self.first_packet, self.last_packet) {
+            (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
+            _ => 0.0,
+        };
+        let mut xsk = serde_json::Map::new();
+        for s in &io.sockets {
+            let st = s.statistics()?;
+            xsk.insert(
+                format!("queue{}", s.queue),
+                serde_json::json!({
+                    "mode": s.mode.as_str(),
+                    "rx_dropped": st.rx_dropped,
+                    "rx_invalid_descs": st.rx_invalid_descs,
+                    "rx_ring_full": st.rx_ring_full,
+                    "rx_fill_ring_empty_descs": st.rx_fill_ring_empty_descs,
+                }),
+            );
+        }
+        let plan = self.planner.stats();
+        let c = self.counters;
         xsk.insert(
-            format!("queue{}", s.queue),
+            "receiver".into(),
             serde_json::json!({
-                "mode": s.mode.as_str(),
-                "rx_dropped": st.rx_dropped,
-                "rx_invalid_descs": st.rx_invalid_descs,
-                "rx_ring_full": st.rx_ring_full,
-                "rx_fill_ring_empty_descs": st.rx_fill_ring_empty_descs,
+                "xdp_mode": io.program.mode,
+                "umem_backing": self.memory.backing().as_str(),
+                "unpaired_descriptors": c.unpaired_desc,
+                "unpaired_header_records": c.unpaired_records,
+                "header_seq_gaps": c.seq_gaps,
+                "bad_header_records": c.bad_records,
+                "slots_posted": plan.slots_posted,
+                "slots_not_posted_near_posted": plan.not_posted_near_posted,
+                "bounce_frames_posted": plan.bounces_posted,
+                "resyncs": plan.resyncs,
+                "skipped_fill_entries": plan.skipped,
+                "parked_bytes_at_end": self.rx.parked_bytes(),
+                "rescued_bytes": self.rx.rescued_bytes,
             }),
         );
-    }
-    let plan = planner.stats();
-    xsk.insert(
-        "receiver".into(),
-        serde_json::json!({
-            "xdp_mode": program.mode,
-            "umem_backing": memory.backing().as_str(),
-            "unpaired_descriptors": unpaired_desc,
-            "unpaired_header_records": unpaired_records,
-            "header_seq_gaps": seq_gaps,
-            "bad_header_records": bad_records,
-            "slots_posted": plan.slots_posted,
-            "bounce_frames_posted": plan.bounces_posted,
-            "resyncs": plan.resyncs,
-            "skipped_fill_entries": plan.skipped,
-            "parked_bytes_at_end": rx.parked_bytes(),
-            "rescued_bytes": rx.rescued_bytes,
-        }),
-    );
-    let counters: serde_json::Map<String, serde_json::Value> = program
-        .counters()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.into()))
-        .collect();
-    // Grants never completed count as unverified.
-    let mut missing_bytes = 0;
-    for (gid, g) in &grants {
-        all_verified = false;
-        if let (Some(w), Some(p)) = (rx.engine.grant(*gid), rx.progress.get(gid)) {
-            missing_bytes += p.missing_bytes();
-            finished
-                .entry(g.spi)
-                .or_default()
-                .push(GrantReport::new(w, p, None));
-        }
-    }
-    let verified = all_verified
-        && !finished.is_empty()
-        && finished
-            .values()
-            .flatten()
-            .all(|g| g.digest_ok == Some(true));
-    let run = RunSummary {
-        elapsed_seconds: elapsed,
-        cpu_seconds: cpu,
-        verified,
-        missing_bytes,
-    };
-    let mut report = rx.report("live", backend, run, finished);
-    report.xsk_stats = Some(serde_json::Value::Object(xsk));
-    report.xdp_counters = Some(serde_json::Value::Object(counters));
-    report.regions = region_reports(layout, memory, &region_state);
-    Ok(report)
-}
-
-/// Counts non-zero bytes outside every window ever granted, per region.
-fn region_reports(
-    layout: &Layout,
-    memory: &UmemMemory,
-    regions: &HashMap<u32, RegionState>,
-) -> Vec<RegionReport> {
-    let mut out: Vec<RegionReport> = regions
-        .iter()
-        .filter_map(|(id, st)| {
-            let span = layout.region(*id)?;
-            let mut buf = vec![0u8; 1 << 20];
-            let (mut stray, mut at) = (0u64, 0u64);
-            while at < st.len {
-                let n = (st.len - at).min(buf.len() as u64) as usize;
-                memory.read(span.base + at, &mut buf[..n]).ok()?;
-                for (i, b) in buf[..n].iter().enumerate() {
-                    let off = at + i as u64;
-                    if *b != 0 && !st.history.iter().any(|(o, l)| (*o..o + l).contains(&off)) {
-                        stray += 1;
-                    }
-                }
-                at += n as u64;
+        let counters: serde_json::Map<String, serde_json::Value> = io
+            .program
+            .counters()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        // Grants still open at the end count as unverified.
+        let mut missing_bytes = 0;
+        let open: Vec<GrantId> = self.predicted.keys().copied().collect();
+        for gid in &open {
+            if let (Some(w), Some(p)) = (self.table.grant(*gid), self.rx.progress.get(gid)) {
+                missing_bytes += p.missing_bytes();
+                self.finished
+                    .entry(w.grant.spi)
+                    .or_default()
+                    .push(GrantReport::new(&w.grant, p, None));
             }
-            Some(RegionReport {
-                id: *id,
-                len: st.len,
-                granted_bytes: st.history.iter().map(|(_, l)| l).sum(),
-                stray_bytes: stray,
+        }
+        let stats = self.table.stats();
+        let verified = goal_reached
+            && open.is_empty()
+            && c.abandoned_bytes == 0
+            && !self.finished.is_empty()
+            && self
+                .finished
+                .values()
+                .flatten()
+                .all(|g| g.digest_ok == Some(true));
+        let run = RunSummary {
+            elapsed_seconds: elapsed,
+            cpu_seconds: cpu,
+            verified,
+            missing_bytes,
+        };
+        let regions = self.region_reports();
+        let mut report = self.rx.report("live", backend, run, self.finished);
+        report.xsk_stats = Some(serde_json::Value::Object(xsk));
+        report.xdp_counters = Some(serde_json::Value::Object(counters));
+        report.regions = regions;
+        report.control = Some(ControlReport {
+            sessions: stats.sessions,
+            completed_sessions: stats.completed_sessions,
+            refused_requests: stats.refused_requests,
+            refused_connections,
+            revoked_on_close: stats.revoked_on_close,
+            grants_timed_out: stats.timed_out,
+            abandoned_bytes: c.abandoned_bytes,
+            input_errors: c.input_errors,
+        });
+        Ok(report)
+    }
+
+    /// Counts non-zero bytes outside every window ever granted, per region.
+    fn region_reports(&self) -> Vec<RegionReport> {
+        self.table
+            .region_ids()
+            .filter_map(|id| {
+                let windows = self.table.windows(id)?;
+                let span = self.layout.region(id)?;
+                Some(RegionReport {
+                    id,
+                    len: windows.len(),
+                    granted_bytes: windows.granted_bytes(),
+                    stray_bytes: stray_bytes(self.memory, span.base, windows),
+                })
             })
-        })
-        .collect();
-    out.sort_by_key(|r| r.id);
-    out
+            .collect()
+    }
 }
 
-/// Serves a grant request.
-fn grant<T: CopyTarget, E: CopyEngine<Payload>>(
-    rx: &mut RxPath<T, E>,
-    planner: &mut FillPlanner,
-    regions: &mut HashMap<u32, RegionState>,
-    grants: &mut HashMap<GrantId, LiveGrant>,
-    (spi, len, base_seq, mss, queue, region): (u32, u64, u32, u32, u32, Option<u32>),
-    queues: usize,
-    activate_at: u64,
-) -> Result<Response> {
-    if !rx.engine.has_sa(spi) {
-        bail!("unknown SPI {spi:#x}: open a session first");
+/// Non-zero bytes of the region at `base` outside every window ever granted.
+fn stray_bytes(memory: &UmemMemory, base: u64, windows: &receive_core::RegionWindows) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut stray, mut at) = (0u64, 0u64);
+    while at < windows.len() {
+        let n = (windows.len() - at).min(buf.len() as u64) as usize;
+        if memory.read(base + at, &mut buf[..n]).is_err() {
+            break;
+        }
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b != 0 && !windows.ever_granted(at + i as u64) {
+                stray += 1;
+            }
+        }
+        at += n as u64;
     }
-    if mss == 0 || mss > 1792 || len == 0 {
-        bail!("MSS must be 1..=1792 and the length positive");
-    }
-    if queue as usize >= queues {
-        bail!("queue {queue} is not served (0..{queues})");
-    }
-    let mut ids: Vec<u32> = regions.keys().copied().collect();
-    ids.sort_unstable();
-    let candidates: Vec<u32> = match region {
-        Some(r) => vec![r],
-        None => ids,
-    };
-    let (region_id, offset) = candidates
-        .iter()
-        .find_map(|id| Some((*id, regions.get_mut(id)?.allocate(len)?)))
-        .with_context(|| format!("no room for {len} bytes in region(s) {candidates:?}"))?;
-    let state = regions.get_mut(&region_id).context("region vanished")?;
-    let generation = state.generation;
-    let gid = rx.engine.add_grant(Grant {
-        spi,
-        region_id,
-        generation,
-        offset,
-        len,
-        base_seq,
-    })?;
-    rx.track_grant(gid, len);
-    if state.late && !state.scheduled {
-        state.scheduled = true;
-        rx.engine
-            .configure_generation(region_id, generation, activate_at)?;
-    }
-    let base = rx.engine.region(region_id).context("region vanished")?.base;
-    let active = rx.engine.region(region_id).and_then(|r| r.active) == Some(generation);
-    let g = LiveGrant {
-        spi,
-        queue,
-        mss,
-        first_landing: base + offset,
-        segments: len.div_ceil(u64::from(mss)),
-        next_index: 0,
-        predicted: active,
-    };
-    if active {
-        planner.predict(
-            queue as usize,
-            Prediction {
-                key: u64::from(gid.0),
-                first_landing: g.first_landing,
-                mss,
-                segments: g.segments,
-            },
-            0,
-        );
-    }
-    grants.insert(gid, g);
-    Ok(Response::Granted {
-        grant: gid.0,
-        region: region_id,
-        generation,
-        offset,
-        len,
-        base_seq,
-        mss,
-    })
-}
-
-/// A window whose digest is being checked, and what to do with the verdict.
-struct Checking {
-    grant: u32,
-    spi: u32,
-    region: u32,
-    offset: u64,
-    report: GrantReport,
-    reply: std::sync::mpsc::SyncSender<Response>,
-}
-
-/// Answers a completion: an incomplete window gets its missing ranges now; a complete
-/// one is revoked (nothing lands in it any more) and returned as a job for the digest
-/// worker. Its space is reused only after the verdict ([`finish_check`]).
-fn complete_grant<T: CopyTarget, E: CopyEngine<Payload>>(
-    rx: &mut RxPath<T, E>,
-    planner: &mut FillPlanner,
-    grants: &mut HashMap<GrantId, LiveGrant>,
-    c: PendingCompletion,
-) -> Option<DigestJob<Checking>> {
-    let gid = GrantId(c.grant);
-    let (Some(w), Some(p)) = (rx.engine.grant(gid).copied(), rx.progress.get(&gid)) else {
-        let _ = c.reply.send(Response::Error {
-            message: format!("no open grant {}", gid.0),
-        });
-        return None;
-    };
-    if !p.is_complete() {
-        let _ = c.reply.send(Response::Status {
-            grant: gid.0,
-            complete: false,
-            verified: false,
-            missing: p.missing().into_iter().map(|r| (r.start, r.end)).collect(),
-        });
-        return None;
-    }
-    let report = GrantReport::new(&w, p, None);
-    let base = rx.engine.region(w.region_id).map_or(0, |r| r.base) + w.offset;
-    planner.forget(u64::from(gid.0));
-    let _ = rx.engine.revoke_grant(gid);
-    rx.forget_grant(gid);
-    grants.remove(&gid);
-    Some(DigestJob {
-        addr: base,
-        len: w.len,
-        expected: c.sha256,
-        context: Checking {
-            grant: gid.0,
-            spi: w.spi,
-            region: w.region_id,
-            offset: w.offset,
-            report,
-            reply: c.reply,
-        },
-    })
-}
-
-/// Records a digest verdict, frees the window and answers the sender.
-fn finish_check(
-    verdict: DigestVerdict<Checking>,
-    regions: &mut HashMap<u32, RegionState>,
-    finished: &mut HashMap<u32, Vec<GrantReport>>,
-) {
-    let c = verdict.job.context;
-    let mut report = c.report;
-    report.digest_ok = Some(verdict.matches);
-    finished.entry(c.spi).or_default().push(report);
-    if let Some(r) = regions.get_mut(&c.region) {
-        r.free(c.offset);
-    }
-    let _ = c.reply.send(Response::Status {
-        grant: c.grant,
-        complete: true,
-        verified: verdict.matches,
-        missing: Vec::new(),
-    });
+    stray
 }

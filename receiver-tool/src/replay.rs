@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
 use placement::copy::VecTarget;
 use placement::copy::cpu::CpuEngine;
@@ -91,8 +92,113 @@ fn master_key(hex_key: &str, which: &str) -> Result<MasterKey> {
 pub fn load_config(path: &Path) -> Result<ReplayConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text)
-        .with_context(|| format!("{} is not a valid replay configuration", path.display()))
+    let config: ReplayConfig = toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid replay configuration", path.display()))?;
+    check_config(&config).with_context(|| format!("{}", path.display()))?;
+    Ok(config)
+}
+
+/// Checks what the TOML types do not: regions and grants of at least one byte, grants that
+/// fit their region and do not overlap (replay's region memory is one buffer, so
+/// overlapping windows would write the same bytes and could not both verify), and digests
+/// of 64 hex digits. Errors name the table entry (1-based) and the field.
+pub fn check_config(config: &ReplayConfig) -> Result<()> {
+    for (i, r) in config.regions.iter().enumerate() {
+        let at = format!("[[region]] {} (id {})", i + 1, r.id);
+        if r.len == 0 {
+            bail!("{at}: len must be at least 1");
+        }
+        if config.regions[..i].iter().any(|o| o.id == r.id) {
+            bail!("{at}: id {} is used by an earlier region", r.id);
+        }
+    }
+    for (i, g) in config.grants.iter().enumerate() {
+        check_grant(&grant_name(i, g), g, &config.regions)?;
+    }
+    check_overlaps(&config.grants)
+}
+
+/// How errors name grant `i` (0-based) of the file.
+fn grant_name(i: usize, g: &GrantConfig) -> String {
+    format!(
+        "[[grant]] {} (SPI {:#x}, region {})",
+        i + 1,
+        g.spi,
+        g.region
+    )
+}
+
+fn check_grant(at: &str, g: &GrantConfig, regions: &[RegionConfig]) -> Result<()> {
+    if g.len == 0 {
+        bail!("{at}: len must be at least 1");
+    }
+    let region = regions
+        .iter()
+        .find(|r| r.id == g.region)
+        .with_context(|| format!("{at}: region: no region {}", g.region))?;
+    let end = g.offset.checked_add(g.len);
+    if end.is_none_or(|e| e > region.len) {
+        bail!(
+            "{at}: offset {} + len {} does not fit region {} ({} bytes)",
+            g.offset,
+            g.len,
+            region.id,
+            region.len
+        );
+    }
+    if let Some(digest) = &g.sha256 {
+        let hex_digits = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex_digits {
+            bail!("{at}: sha256 {digest:?} is not 64 hex digits");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses grants whose windows share a byte of a region (any SPI, any generation).
+/// Expects every grant to fit its region (so that `offset + len` does not overflow).
+fn check_overlaps(grants: &[GrantConfig]) -> Result<()> {
+    let mut windows: Vec<(u32, u64, u64, usize)> = grants
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.region, g.offset, g.offset.saturating_add(g.len), i))
+        .collect();
+    windows.sort_unstable();
+    // Sorted by start: if any two windows overlap, two neighbours do.
+    for pair in windows.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if a.0 == b.0 && b.1 < a.2 {
+            let (first, second) = if a.3 < b.3 { (a, b) } else { (b, a) };
+            bail!(
+                "{}: bytes {}..{} overlap bytes {}..{} of [[grant]] {}",
+                grant_name(second.3, &grants[second.3]),
+                second.1,
+                second.2,
+                first.1,
+                first.2,
+                first.3 + 1
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuses captures of any link type but Ethernet: frames are parsed as Ethernet.
+fn check_link_type(pcap: &Path, link: DataLink) -> Result<()> {
+    if link != DataLink::ETHERNET {
+        bail!(
+            "{}: link type {link:?} ({}) is not Ethernet (1); replay reads Ethernet captures only",
+            pcap.display(),
+            u32::from(link)
+        );
+    }
+    Ok(())
+}
+
+/// The run's verdict: verified only when something was accepted (placed, copied or staged)
+/// and every grant was checked, complete and matched its digest.
+fn verdict(accepted_bytes: u64, grants_ok: &[bool]) -> bool {
+    accepted_bytes > 0 && !grants_ok.is_empty() && grants_ok.iter().all(|ok| *ok)
 }
 
 /// Runs the replay and returns the report.
@@ -111,9 +217,12 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
         engine
             .add_region(r.id, base, r.len)
             .with_context(|| format!("region {}", r.id))?;
-        engine.configure_generation(r.id, r.generation, if r.active { 0 } else { u64::MAX })?;
+        engine
+            .configure_generation(r.id, r.generation, if r.active { 0 } else { u64::MAX })
+            .with_context(|| format!("region {}", r.id))?;
         base = base
-            .checked_add(r.len + GUARD)
+            .checked_add(r.len)
+            .and_then(|b| b.checked_add(GUARD))
             .context("regions too large")?;
     }
     if base > MAX_MEMORY {
@@ -123,7 +232,9 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
     let mut digests: HashMap<GrantId, Option<String>> = HashMap::new();
     for g in &config.grants {
         if !engine.has_sa(g.spi) {
-            engine.add_sa(g.spi)?;
+            engine
+                .add_sa(g.spi)
+                .with_context(|| format!("SA {:#x}", g.spi))?;
         }
         let id = engine
             .add_grant(Grant {
@@ -149,6 +260,7 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
     let file = File::open(pcap).with_context(|| format!("cannot open {}", pcap.display()))?;
     let mut reader = PcapReader::new(BufReader::new(file))
         .with_context(|| format!("{} is not a pcap file", pcap.display()))?;
+    check_link_type(pcap, reader.header().datalink)?;
     let (cpu0, t0) = (process_cpu_seconds(), Instant::now());
     let mut frames = 0u64;
     while let Some(packet) = reader.next_raw_packet() {
@@ -163,10 +275,14 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
     let (elapsed, cpu) = (t0.elapsed().as_secs_f64(), process_cpu_seconds() - cpu0);
 
     let mut grants_by_spi: HashMap<u32, Vec<GrantReport>> = HashMap::new();
-    let mut verified = !digests.is_empty();
+    let mut grants_ok = Vec::new();
     let mut missing_bytes = 0;
     for id in rx.engine.grant_ids() {
-        let (Some(g), Some(p)) = (rx.engine.grant(id), rx.progress.get(&id)) else {
+        let Some(g) = rx.engine.grant(id) else {
+            continue;
+        };
+        let Some(p) = rx.progress.get(&id) else {
+            grants_ok.push(false);
             continue;
         };
         let region = rx
@@ -177,18 +293,33 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
         let digest_ok = digests.get(&id).cloned().flatten().map(|want| {
             hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes)) == want.to_lowercase()
         });
-        verified &= p.is_complete() && digest_ok == Some(true);
+        grants_ok.push(p.is_complete() && digest_ok == Some(true));
         missing_bytes += p.missing_bytes();
         grants_by_spi
             .entry(g.spi)
             .or_default()
             .push(GrantReport::new(g, p, digest_ok));
     }
+    let c = &rx.counters;
+    let accepted_bytes = c.direct.bytes + c.cpu_copy.bytes + c.engine_copy.bytes + c.staged.bytes;
     let run = RunSummary {
         elapsed_seconds: elapsed,
         cpu_seconds: cpu,
-        verified,
+        verified: verdict(accepted_bytes, &grants_ok),
         missing_bytes,
     };
     Ok(rx.report("replay", "cpu", run, grants_by_spi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_accepted_is_never_verified() {
+        assert!(verdict(1, &[true, true]));
+        assert!(!verdict(0, &[true]), "nothing accepted");
+        assert!(!verdict(1, &[]), "no grant");
+        assert!(!verdict(1, &[true, false]));
+    }
 }

@@ -93,6 +93,31 @@ pub struct CopyEngineReport {
     pub threshold_bytes: Option<usize>,
     pub refused_to_cpu: u64,
     pub errors_to_cpu: u64,
+    /// Copies held back until an earlier copy to overlapping bytes had landed.
+    pub held_for_order: u64,
+    /// Copies no backend could write (their bytes stay missing).
+    pub failed_copies: u64,
+}
+
+/// The control plane's side of a live run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ControlReport {
+    /// Sessions opened.
+    pub sessions: u64,
+    /// Sessions that said goodbye after asking to complete at least one grant of theirs.
+    pub completed_sessions: u64,
+    /// Requests answered with an error (hostile or mistaken).
+    pub refused_requests: u64,
+    /// Connections refused because too many were open.
+    pub refused_connections: u64,
+    /// Grants revoked because their connection closed first.
+    pub revoked_on_close: u64,
+    /// Grants revoked because they outlived --grant-timeout-seconds.
+    pub grants_timed_out: u64,
+    /// Bytes that had arrived for grants revoked before completing.
+    pub abandoned_bytes: u64,
+    /// Segments, activations or copies that failed on bad input (counted, logged, served on).
+    pub input_errors: u64,
 }
 
 /// One placement region at the end of a live run.
@@ -130,6 +155,9 @@ pub struct Report {
     /// Regions (live runs only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<RegionReport>,
+    /// The control plane (live runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlReport>,
 }
 
 impl Report {
@@ -255,9 +283,12 @@ mod tests {
                 threshold_bytes: None,
                 refused_to_cpu: 0,
                 errors_to_cpu: 0,
+                held_for_order: 0,
+                failed_copies: 0,
             },
             streams: Vec::new(),
             regions: Vec::new(),
+            control: None,
         }
     }
 

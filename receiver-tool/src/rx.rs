@@ -95,6 +95,9 @@ pub struct RxPath<T: CopyTarget, E: CopyEngine<Payload>> {
     parked: HashMap<u64, Vec<Parked>>,
     /// Per grant: window ranges accepted (placed, copying, staged or parked).
     claimed: HashMap<GrantId, RangeSet>,
+    /// Per grant: copies submitted to the pipeline and not delivered yet. A grant's
+    /// window is released only when this reaches zero (docs/design.md, "Copy ordering").
+    in_flight: HashMap<GrantId, u32>,
     max_staged_bytes: usize,
     max_staged_frames: usize,
     /// Payload bytes that landed in a slot belonging to another segment and were copied
@@ -105,6 +108,9 @@ pub struct RxPath<T: CopyTarget, E: CopyEngine<Payload>> {
     pub progress: HashMap<GrantId, GrantProgress>,
     /// Frames that were not PSP at all (ARP, other traffic).
     pub not_psp: u64,
+    /// Copies that no backend could write (the target refused them); their bytes stay
+    /// missing.
+    pub copy_failures: u64,
 }
 
 impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
@@ -130,6 +136,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             staged_frames: 0,
             parked: HashMap::new(),
             claimed: HashMap::new(),
+            in_flight: HashMap::new(),
             max_staged_bytes,
             max_staged_frames: usize::MAX,
             rescued_bytes: 0,
@@ -137,6 +144,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             streams: Streams::new(),
             progress,
             not_psp: 0,
+            copy_failures: 0,
         }
     }
 
@@ -346,6 +354,9 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         }
         self.pipeline
             .submit(p.addr, bytes, CopyTag { spi, placement: p })?;
+        if let Some(g) = p.grant {
+            *self.in_flight.entry(g).or_default() += 1;
+        }
         Ok(())
     }
 
@@ -372,8 +383,11 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
 
     fn claim(&mut self, p: Placement) {
         let Some(g) = p.grant else { return };
-        if let Some(grant) = self.engine.grant(g) {
-            let start = p.region_offset - grant.offset;
+        if let Some(start) = self
+            .engine
+            .grant(g)
+            .and_then(|grant| p.region_offset.checked_sub(grant.offset))
+        {
             self.claimed
                 .entry(g)
                 .or_default()
@@ -390,10 +404,12 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
 
     fn record(&mut self, p: Placement) {
         let Some(g) = p.grant else { return };
+        // A revoked grant's id names nothing (ids are generational): its late copies
+        // count for no one.
         let Some(start) = self
             .engine
             .grant(g)
-            .map(|grant| p.region_offset - grant.offset)
+            .and_then(|grant| p.region_offset.checked_sub(grant.offset))
         else {
             return;
         };
@@ -409,9 +425,22 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         let mut done = std::mem::take(&mut self.delivered);
         for d in done.drain(..) {
             let len = u64::from(d.tag.placement.len);
+            if let Some(g) = d.tag.placement.grant
+                && let Some(n) = self.in_flight.get_mut(&g)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.in_flight.remove(&g);
+                }
+            }
             match d.by {
                 CopiedBy::Cpu => self.count(d.tag.spi, |c| c.cpu_copy.add(len)),
                 CopiedBy::Engine => self.count(d.tag.spi, |c| c.engine_copy.add(len)),
+                // Nothing was written: the bytes did not arrive (they stay missing).
+                CopiedBy::Failed => {
+                    self.copy_failures += 1;
+                    continue;
+                }
             }
             self.record(d.tag.placement);
         }
@@ -438,11 +467,70 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             for (spi, p, bytes) in self.ready.drain(..n).collect::<Vec<_>>() {
                 self.staged_bytes -= bytes.as_ref().len();
                 self.staged_frames -= usize::from(matches!(bytes, Payload::Frame(_)));
-                self.copy(spi, p, bytes, gate)?;
+                // Decide again: only the generation that became active, and a grant that
+                // still exists, may have these bytes.
+                match self.still_placeable(&p) {
+                    Ok(()) => self.copy(spi, p, bytes, gate)?,
+                    Err(reason) => {
+                        let len = bytes.as_ref().len() as u64;
+                        self.count(spi, |c| c.reject(reason, len));
+                    }
+                }
             }
             self.deliver()?;
         }
         Ok(activated)
+    }
+
+    /// Whether a staged placement may still be copied now: its region's active generation
+    /// is the one its hint named, and its grant (if any) was not revoked.
+    fn still_placeable(&self, p: &Placement) -> std::result::Result<(), Reason> {
+        let active = self.engine.region(p.region_id).and_then(|r| r.active);
+        if active != Some(p.generation) {
+            return Err(Reason::StaleGeneration);
+        }
+        if p.grant.is_some_and(|g| self.engine.grant(g).is_none()) {
+            return Err(Reason::NotGranted);
+        }
+        Ok(())
+    }
+
+    /// Reaps finished copies and accounts for them (called every loop turn, so copies
+    /// land in the books also while no packet arrives).
+    pub fn poll_copies(&mut self) -> Result<()> {
+        self.deliver()
+    }
+
+    /// Copies of grant `g` submitted and not yet delivered.
+    pub fn copies_in_flight(&self, g: GrantId) -> u32 {
+        self.in_flight.get(&g).copied().unwrap_or(0)
+    }
+
+    /// Grant `g` was revoked (or finished): its copies that did not start (parked behind
+    /// a posted slot, staged for a late region, or ready) are dropped and their frames
+    /// return; its bookkeeping goes. Copies already in the pipeline finish (see
+    /// [`copies_in_flight`](Self::copies_in_flight)) but count for no one.
+    pub fn drop_grant(&mut self, g: GrantId) {
+        let of_g = |p: &Placement| p.grant == Some(g);
+        for parked in self.parked.values_mut() {
+            parked.retain(|x| !of_g(&x.placement));
+        }
+        self.parked.retain(|_, v| !v.is_empty());
+        let (mut bytes, mut frames) = (0, 0);
+        let mut keep = |(_, p, b): &(u32, Placement, Payload)| {
+            if of_g(p) {
+                bytes += b.as_ref().len();
+                frames += usize::from(matches!(b, Payload::Frame(_)));
+                false
+            } else {
+                true
+            }
+        };
+        self.staged.retain(&mut keep);
+        self.ready.retain(&mut keep);
+        self.staged_bytes -= bytes;
+        self.staged_frames -= frames;
+        self.forget_grant(g);
     }
 
     /// Forgets a grant's bookkeeping (after it was revoked).
@@ -495,9 +583,12 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
                 threshold_bytes: Some(threshold).filter(|t| *t != usize::MAX),
                 refused_to_cpu: stats.refused_to_cpu,
                 errors_to_cpu: stats.errors_to_cpu,
+                held_for_order: stats.held_for_order,
+                failed_copies: self.copy_failures,
             },
             streams: stream_reports(&self.streams, grants),
             regions: Vec::new(),
+            control: None,
         }
     }
 }

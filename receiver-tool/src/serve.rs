@@ -1,11 +1,17 @@
 //! The receiver's control-plane server: one thread per connection, each request handed to
 //! the receive loop (which owns the placement state) and answered with its response.
-//! A malformed or oversized message closes that connection with a logged error; the
-//! server keeps serving the others.
+//!
+//! Any host that reaches the port may be hostile. A malformed or oversized message, or a
+//! connection silent for longer than the idle limit, closes that connection with a logged
+//! error; connections beyond the limit are refused (and logged) at once. The server keeps
+//! serving the others, and nothing a client sends stops the receiver.
 
 use std::io::{BufReader, BufWriter};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use control::{Request, Response};
@@ -18,39 +24,91 @@ pub enum Event {
         request: Request,
         reply: SyncSender<Response>,
     },
-    /// Connection `conn` closed (after Bye, an error, or EOF).
+    /// Connection `conn` closed (after Bye, an error, a timeout, or EOF).
     Closed { conn: u64 },
+}
+
+/// Bounds on what clients may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle: Duration,
+}
+
+/// The running server.
+pub struct ControlServer {
+    /// The address it listens on.
+    pub local: SocketAddr,
+    refused: Arc<AtomicU64>,
+}
+
+impl ControlServer {
+    /// Connections refused because too many were open.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements the open-connection count when a connection's thread ends.
+struct OpenSlot(Arc<AtomicUsize>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Starts listening on `addr`; events arrive on the returned channel.
 ///
 /// # Errors
 /// The address cannot be bound.
-pub fn start(addr: SocketAddr, events: Sender<Event>) -> Result<SocketAddr> {
+pub fn start(addr: SocketAddr, events: Sender<Event>, limits: Limits) -> Result<ControlServer> {
     let listener =
         TcpListener::bind(addr).with_context(|| format!("cannot listen for control on {addr}"))?;
     let local = listener.local_addr()?;
+    let refused = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&refused);
+    let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for (conn, stream) in (1u64..).zip(listener.incoming()) {
                 let Ok(stream) = stream else { continue };
+                if open.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+                    open.fetch_sub(1, Ordering::AcqRel);
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    tracing::warn!(
+                        "control: refusing connection {conn} from {peer}: {} open (--max-connections)",
+                        limits.max_connections
+                    );
+                    continue;
+                }
+                let slot = OpenSlot(Arc::clone(&open));
                 let events = events.clone();
-                let _ = std::thread::Builder::new()
+                let spawned = std::thread::Builder::new()
                     .name(format!("control-{conn}"))
                     .spawn(move || {
-                        if let Err(e) = serve(conn, stream, &events) {
-                            tracing::error!("control connection {conn}: {e:#}");
+                        let _slot = slot;
+                        if let Err(e) = serve(conn, stream, &events, limits.idle) {
+                            tracing::warn!("control connection {conn} closed: {e:#}");
                         }
                         let _ = events.send(Event::Closed { conn });
                     });
+                if let Err(e) = spawned {
+                    tracing::warn!("control: no thread for connection {conn}: {e}");
+                }
             }
         })?;
-    Ok(local)
+    Ok(ControlServer { local, refused })
 }
 
-fn serve(conn: u64, stream: TcpStream, events: &Sender<Event>) -> Result<()> {
+fn serve(conn: u64, stream: TcpStream, events: &Sender<Event>, idle: Duration) -> Result<()> {
     stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(idle))?;
+    stream.set_write_timeout(Some(idle))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = BufWriter::new(stream);
     while let Some(request) = control::read::<Request>(&mut reader)? {
@@ -63,7 +121,11 @@ fn serve(conn: u64, stream: TcpStream, events: &Sender<Event>) -> Result<()> {
                 reply,
             })
             .context("receiver stopped")?;
-        let response = answer.recv().context("receiver stopped")?;
+        // A completion may wait for its window; the receive loop always answers (or drops
+        // the request when the connection is gone).
+        let Ok(response) = answer.recv() else {
+            break;
+        };
         control::write(&mut writer, &response)?;
         if bye {
             break;

@@ -92,6 +92,10 @@ fn run_after(
         ])
         .args(["--no-progress", "--max-seconds", "120", "--json"])
         .arg(&recv_json)
+        .args([
+            "--sessions",
+            &testbed::sender_sessions(send_args).to_string(),
+        ])
         .args(recv_args)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("recv.log")).expect("receiver log"))

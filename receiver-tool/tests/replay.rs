@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pcap_file::pcap::{PcapPacket, PcapWriter};
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use psp::{
     FlowTemplate, FrameBuilder, Hint, IpEndpoints, MasterKey, MasterKeys, Sa, SegmentSpec, Version,
 };
@@ -116,6 +117,22 @@ fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("zc-recv-replay-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
+}
+
+/// Runs `zc-recv replay` on `pcap` with the configuration `toml` (written to `name`).
+fn run_replay(pcap: &Path, name: &str, toml: &str) -> std::process::Output {
+    let cfg = tmp(name);
+    std::fs::write(&cfg, toml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_zc-recv"))
+        .args([
+            "replay",
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
 }
 
 fn replay(pcap: &Path, toml: &str) -> serde_json::Value {
@@ -377,21 +394,229 @@ fn bad_configuration_is_a_clear_error() {
             "no region 9",
         ),
     ] {
-        let cfg = tmp("bad.toml");
-        std::fs::write(&cfg, toml).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_zc-recv"))
-            .args([
-                "replay",
-                "--pcap",
-                pcap.to_str().unwrap(),
-                "--config",
-                cfg.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let out = run_replay(&pcap, "bad.toml", toml);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(err.contains(needle), "{needle}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// A [[grant]]: spi, region, offset, len, base_seq, sha256.
+type GrantRow<'a> = (u32, u32, u64, u64, u32, Option<&'a str>);
+
+/// A configuration with `regions` ([[region]] id, len) and `grants`, generation 1, every
+/// region active.
+fn config(regions: &[(u32, u64)], grants: &[GrantRow<'_>]) -> String {
+    let mut toml = keys_toml();
+    for (id, len) in regions {
+        toml += &format!("\n[[region]]\nid = {id}\nlen = {len}\ngeneration = 1\nactive = true\n");
+    }
+    for (spi, region, offset, len, base_seq, sha) in grants {
+        toml += &format!(
+            "\n[[grant]]\nspi = {spi}\nregion = {region}\ngeneration = 1\noffset = {offset}\nlen = {len}\nbase_seq = {base_seq}\n"
+        );
+        if let Some(sha) = sha {
+            toml += &format!("sha256 = \"{sha}\"\n");
+        }
+    }
+    toml
+}
+
+#[test]
+fn configurations_that_cannot_work_are_refused_naming_the_field() {
+    let pcap = tmp("empty-for-checks.pcap");
+    Capture {
+        frames: Vec::new(),
+        iv: 0,
+    }
+    .write(&pcap);
+    let empty = sha256(b"");
+    let good = sha256(b"x");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            config(&[(1, 0)], &[]),
+            "[[region]] 1 (id 1): len must be at least 1",
+        ),
+        (
+            config(&[(1, 100), (1, 200)], &[]),
+            "[[region]] 2 (id 1): id 1 is used by an earlier region",
+        ),
+        // A zero-length grant with the digest of nothing used to verify a run that
+        // received nothing.
+        (
+            config(&[(1, 100)], &[(HONEST, 1, 0, 0, 0, Some(&empty))]),
+            "[[grant]] 1 (SPI 0x40000001, region 1): len must be at least 1",
+        ),
+        (
+            config(&[(1, 100)], &[(HONEST, 1, 50, 51, 0, None)]),
+            "[[grant]] 1 (SPI 0x40000001, region 1): offset 50 + len 51 does not fit region 1 (100 bytes)",
+        ),
+        (
+            config(&[(1, 100)], &[(HONEST, 1, u64::MAX, 2, 0, None)]),
+            "offset 18446744073709551615 + len 2 does not fit region 1",
+        ),
+        (
+            config(&[(1, 100)], &[(HONEST, 1, 0, 10, 0, Some("abc"))]),
+            "[[grant]] 1 (SPI 0x40000001, region 1): sha256 \"abc\" is not 64 hex digits",
+        ),
+        (
+            config(
+                &[(1, 100)],
+                &[(HONEST, 1, 0, 10, 0, Some(&format!("{}zz", &good[..62])))],
+            ),
+            "sha256",
+        ),
+        (
+            config(
+                &[(1, 100)],
+                &[(HONEST, 1, 0, 10, 0, Some(&format!("{good}0")))],
+            ),
+            "is not 64 hex digits",
+        ),
+        // Another sender's window, or the same sender's, overlapping by one byte.
+        (
+            config(
+                &[(1, 100), (2, 100)],
+                &[
+                    (HONEST, 1, 0, 50, 0, None),
+                    (LOW, 2, 0, 100, 0, None),
+                    (LIAR, 1, 49, 10, 0, None),
+                ],
+            ),
+            "[[grant]] 3 (SPI 0x40000003, region 1): bytes 49..59 overlap bytes 0..50 of [[grant]] 1",
+        ),
+        (
+            config(
+                &[(1, 100)],
+                &[(HONEST, 1, 40, 20, 0, None), (HONEST, 1, 0, 41, 0, None)],
+            ),
+            "[[grant]] 2 (SPI 0x40000001, region 1): bytes 0..41 overlap bytes 40..60 of [[grant]] 1",
+        ),
+    ];
+    for (toml, needle) in &cases {
+        let out = run_replay(&pcap, "refused.toml", toml);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{needle}: accepted\n{toml}");
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // Adjacent windows (no shared byte) are fine.
+    let ok = config(
+        &[(1, 100)],
+        &[(HONEST, 1, 0, 50, 0, None), (LOW, 1, 50, 50, 0, None)],
+    );
+    let out = run_replay(&pcap, "adjacent.toml", &ok);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn two_disjoint_grants_of_one_spi_in_one_generation_both_verify() {
+    let (a, b) = (message(30_000, 3), message(12_345, 4));
+    let mut cap = Capture {
+        frames: Vec::new(),
+        iv: 0,
+    };
+    let hint = |offset, base_tcp_seq| Hint {
+        region_id: 1,
+        generation: 1,
+        offset,
+        base_tcp_seq,
+    };
+    // The older grant's segments interleaved with the newer's.
+    let (ha, hb) = (hint(0, 1000), hint(40_000, 900_000));
+    for i in 0..a.len().div_ceil(MSS).max(b.len().div_ceil(MSS)) {
+        for (h, msg) in [(ha, &a), (hb, &b)] {
+            let start = i * MSS;
+            if start < msg.len() {
+                let end = (start + MSS).min(msg.len());
+                cap.push(
+                    HONEST,
+                    Some(h),
+                    h.base_tcp_seq.wrapping_add(start as u32),
+                    &msg[start..end],
+                );
+            }
+        }
+    }
+    let pcap = tmp("two-grants.pcap");
+    cap.write(&pcap);
+    let toml = config(
+        &[(1, 100_000)],
+        &[
+            (HONEST, 1, 0, a.len() as u64, 1000, Some(&sha256(&a))),
+            (
+                HONEST,
+                1,
+                40_000,
+                b.len() as u64,
+                900_000,
+                Some(&sha256(&b)),
+            ),
+        ],
+    );
+    let r = replay(&pcap, &toml);
+    let grants = r["streams"][0]["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 2, "{r}");
+    for g in grants {
+        assert_eq!(g["complete"], true, "{g}");
+        assert_eq!(g["digest_ok"], true, "{g}");
+    }
+    assert_eq!(r["rejected_bytes"], 0, "{}", r["rejects"]);
+    assert_eq!(r["cpu_copy_bytes"], a.len() + b.len());
+    assert_eq!(r["verified"], true);
+}
+
+#[test]
+fn a_run_that_accepted_nothing_is_not_verified() {
+    let pcap = tmp("nothing.pcap");
+    let mut cap = Capture {
+        frames: Vec::new(),
+        iv: 0,
+    };
+    // Only a stranger's segment: rejected.
+    cap.push(STRANGER, None, 0, b"hello");
+    cap.write(&pcap);
+    let toml = config(
+        &[(1, 100)],
+        &[(HONEST, 1, 0, 5, 0, Some(&sha256(b"hello")))],
+    );
+    let r = replay(&pcap, &toml);
+    assert_eq!(r["verified"], false);
+    assert_eq!(r["missing_bytes"], 5);
+}
+
+#[test]
+fn captures_of_other_link_types_are_refused() {
+    let pcap = tmp("raw-ip.pcap");
+    let header = PcapHeader {
+        datalink: DataLink::RAW,
+        ..PcapHeader::default()
+    };
+    let mut w = PcapWriter::with_header(std::fs::File::create(&pcap).unwrap(), header).unwrap();
+    let mut cap = Capture {
+        frames: Vec::new(),
+        iv: 0,
+    };
+    cap.push(HONEST, None, 0, b"payload");
+    let frame = &cap.frames[0][14..]; // the IP packet, as a raw-IP capture holds it
+    w.write_packet(&PcapPacket::new(
+        std::time::Duration::ZERO,
+        frame.len() as u32,
+        frame,
+    ))
+    .unwrap();
+    drop(w);
+    let out = run_replay(&pcap, "raw.toml", &config(&[(1, 100)], &[]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("link type RAW (101) is not Ethernet (1)"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }

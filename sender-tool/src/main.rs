@@ -4,6 +4,7 @@
 //! AF_PACKET, and retransmits what the receiver reports missing until every message
 //! verifies.
 
+mod check;
 mod schedule;
 mod tx;
 
@@ -41,46 +42,52 @@ struct Cli {
     /// Interface to send on.
     #[arg(long)]
     iface: String,
-    /// Queues to send on, one stream per queue (comma separated).
-    #[arg(long, value_delimiter = ',', default_value = "0")]
+    /// Queues to send on, one stream per queue (comma separated, each once, at most
+    /// 25535: the stream on queue q sends from UDP port 40000 + q).
+    #[arg(long, value_delimiter = ',', default_value = "0",
+          value_parser = clap::value_parser!(u32).range(..=i64::from(check::MAX_QUEUE)))]
     queues: Vec<u32>,
-    /// Messages per stream.
-    #[arg(long, default_value_t = 1)]
+    /// Messages per stream (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     messages: u32,
-    /// Bytes per message.
-    #[arg(long, default_value_t = 16 << 20)]
+    /// Bytes per message: 1 to 2 GiB (2147483648), and at most 4 GiB for all streams'
+    /// messages together (each stream holds its message in memory).
+    #[arg(long, default_value_t = 16 << 20, value_parser = check::message_bytes)]
     message_bytes: u64,
-    /// Payload bytes per segment.
-    #[arg(long, default_value_t = 1400)]
+    /// Payload bytes per segment, 1..=1800 (IP packets must also fit the interface's MTU).
+    #[arg(long, default_value_t = 1400,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(check::MAX_MSS)))]
     mss: u32,
     /// Segment order.
     #[arg(long, value_enum, default_value = "ascending")]
     order: Order,
-    /// Window of the shuffled order, in segments.
-    #[arg(long, default_value_t = 64)]
+    /// Window of the shuffled order, in segments (at least 1).
+    #[arg(long, default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     shuffle_window: usize,
-    /// Probability that a segment is lost (first transmission only).
-    #[arg(long, default_value_t = 0.0)]
+    /// Probability that a segment is lost (first transmission only), 0..=1.
+    #[arg(long, default_value_t = 0.0, value_parser = check::probability)]
     loss: f64,
-    /// Probability that a segment is sent twice.
-    #[arg(long, default_value_t = 0.0)]
+    /// Probability that a segment is sent twice, 0..=1.
+    #[arg(long, default_value_t = 0.0, value_parser = check::probability)]
     duplicate: f64,
-    /// Probability that a segment swaps places with the next.
-    #[arg(long, default_value_t = 0.0)]
+    /// Probability that a segment swaps places with the next, 0..=1.
+    #[arg(long, default_value_t = 0.0, value_parser = check::probability)]
     reorder: f64,
     /// Seed of message contents and impairments.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Limit in packets per second (all streams together).
-    #[arg(long)]
+    /// Limit in packets per second (all streams together; at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate_pps: Option<u64>,
     /// Transmit path.
     #[arg(long, value_enum, default_value = "xdp")]
     tx: TxKind,
     /// PSP version (0: AES-GCM-128, 1: AES-GCM-256, 2/3: GMAC).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
     psp_version: u8,
-    /// Region to ask for, per stream in queue order (the receiver picks when absent).
+    /// Region to ask for, per stream in queue order (the receiver picks when absent; at
+    /// most one per queue).
     #[arg(long, value_delimiter = ',')]
     regions: Vec<u32>,
     /// Make the stream on a queue lie: QUEUE:region=ID (a region it was not granted),
@@ -130,6 +137,58 @@ fn parse_lie(s: &str) -> Result<(u32, Lie)> {
     Ok((q, lie))
 }
 
+/// The `--lie` arguments: each names a queue that has a stream, at most once.
+fn parse_lies(args: &[String], queues: &[u32]) -> Result<Vec<(u32, Lie)>> {
+    let mut lies: Vec<(u32, Lie)> = Vec::new();
+    for s in args {
+        let (q, lie) = parse_lie(s)?;
+        if !queues.contains(&q) {
+            bail!("--lie {s}: there is no stream on queue {q} (see --queues)");
+        }
+        if lies.iter().any(|(lq, _)| *lq == q) {
+            bail!("--lie {s}: queue {q} already has a --lie");
+        }
+        lies.push((q, lie));
+    }
+    Ok(lies)
+}
+
+/// The arguments, checked: what `run` needs, known before it touches the network.
+struct Plan {
+    lies: Vec<(u32, Lie)>,
+    sizes: check::Sizes,
+    /// The sending interface's MAC address.
+    eth_src: [u8; 6],
+}
+
+impl Plan {
+    /// Checks every argument, then the interface (its MAC address, and that frames fit its
+    /// MTU), without opening a socket.
+    fn new(cli: &Cli) -> Result<Self> {
+        check::queues(&cli.queues)?;
+        if cli.regions.len() > cli.queues.len() {
+            bail!(
+                "--regions names {} regions for {} queues (one region per stream at most)",
+                cli.regions.len(),
+                cli.queues.len()
+            );
+        }
+        let lies = parse_lies(&cli.lie, &cli.queues)?;
+        let sizes = check::sizes(cli.message_bytes, cli.mss, cli.messages, cli.queues.len())?;
+        check::iface_name(&cli.iface)?;
+        let eth_src = mac_of(&cli.iface)?;
+        match mtu_of(&cli.iface) {
+            Ok(mtu) => check::fits_mtu(cli.mss, cli.control.is_ipv6(), mtu, &cli.iface)?,
+            Err(e) => tracing::debug!("MTU of {} unknown ({e:#}); not checked", cli.iface),
+        }
+        Ok(Self {
+            lies,
+            sizes,
+            eth_src,
+        })
+    }
+}
+
 /// The control connection of one stream.
 struct Control {
     reader: BufReader<TcpStream>,
@@ -175,7 +234,7 @@ impl Control {
 /// A granted window.
 #[derive(Debug, Clone, Copy)]
 struct Window {
-    grant: u32,
+    grant: u64,
     region: u32,
     generation: u16,
     offset: u64,
@@ -201,8 +260,13 @@ struct Stream {
 
 fn mac_of(ifname: &str) -> Result<[u8; 6]> {
     let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))
-        .with_context(|| format!("no interface {ifname}"))?;
+        .with_context(|| format!("--iface: no interface {ifname}"))?;
     parse_mac(text.trim())
+}
+
+fn mtu_of(ifname: &str) -> Result<u32> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))?;
+    Ok(text.trim().parse()?)
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6]> {
@@ -220,14 +284,19 @@ fn parse_mac(s: &str) -> Result<[u8; 6]> {
 impl Stream {
     fn open(
         cli: &Cli,
+        eth_src: [u8; 6],
         queue: u32,
         region: Option<u32>,
         lie: Option<Lie>,
         seed: u64,
     ) -> Result<Self> {
-        let (mut control, local) = Control::connect(cli.control)?;
         let version = Version::from_wire(cli.psp_version)
             .map_err(|e| anyhow::anyhow!("--psp-version: {e}"))?;
+        let q16 = u16::try_from(queue).context("queue too large")?;
+        let udp_src_port = check::UDP_PORT_BASE
+            .checked_add(q16)
+            .context("queue too large for a UDP source port")?;
+        let (mut control, local) = Control::connect(cli.control)?;
         let Response::Session { spi, key, mac, .. } = control.call(&Request::Session {
             version: cli.psp_version,
         })?
@@ -252,16 +321,15 @@ impl Stream {
             },
             _ => bail!("mixed IP families on the control connection"),
         };
-        let q16 = u16::try_from(queue).context("queue too large")?;
         Ok(Self {
             queue,
             control,
             sa,
             flow: FlowTemplate {
-                eth_src: mac_of(&cli.iface)?,
+                eth_src,
                 eth_dst: parse_mac(&mac)?,
                 ip,
-                udp_src_port: 40000 + q16,
+                udp_src_port,
                 tcp_src_port: 5000 + q16,
                 tcp_dst_port: 80,
                 vc: None,
@@ -280,8 +348,12 @@ impl Stream {
 
     fn start_message(&mut self, len: u64, mss: u32, seed: u64) -> Result<()> {
         let mut rng = Rng::new(seed);
+        let bytes = usize::try_from(len)?;
         self.message.clear();
-        self.message.resize(usize::try_from(len)?, 0);
+        self.message
+            .try_reserve_exact(bytes)
+            .with_context(|| format!("cannot allocate a message of {len} bytes"))?;
+        self.message.resize(bytes, 0);
         for chunk in self.message.chunks_mut(8) {
             let word = rng.next_u64().to_le_bytes();
             chunk.copy_from_slice(&word[..chunk.len()]);
@@ -291,9 +363,9 @@ impl Stream {
             region,
             generation,
             offset,
-            len,
+            len: granted_len,
             base_seq,
-            ..
+            mss: granted_mss,
         } = self.control.call(&Request::Grant {
             spi: self.sa.spi(),
             len,
@@ -305,7 +377,23 @@ impl Stream {
         else {
             bail!("unexpected answer to grant request");
         };
-        self.next_seq = self.next_seq.wrapping_add(len as u32);
+        check::grant(
+            check::GrantCheck {
+                len,
+                base_seq: self.next_seq,
+                mss,
+                offset: 0,
+            },
+            check::GrantCheck {
+                len: granted_len,
+                base_seq,
+                mss: granted_mss,
+                offset,
+            },
+        )?;
+        // Sequence numbers count modulo 2^32; a message is at most 2^31 bytes.
+        let seq_len = u32::try_from(len).context("message longer than the sequence space")?;
+        self.next_seq = self.next_seq.wrapping_add(seq_len);
         self.window = Some(Window {
             grant,
             region,
@@ -320,8 +408,13 @@ impl Stream {
     /// Builds segment `j` of the current message into `buf`.
     fn build(&mut self, j: usize, mss: u32, buf: &mut [u8]) -> Result<usize> {
         let w = self.window.context("no window")?;
-        let start = j * mss as usize;
-        let end = (start + mss as usize).min(self.message.len());
+        let mss = mss as usize;
+        let start = j.saturating_mul(mss);
+        let end = start.saturating_add(mss).min(self.message.len());
+        let payload = self
+            .message
+            .get(start..end)
+            .with_context(|| format!("segment {j} lies outside the message"))?;
         let mut hint = Hint {
             region_id: w.region,
             generation: w.generation,
@@ -337,15 +430,18 @@ impl Stream {
         let spec = SegmentSpec {
             iv: self.iv,
             hint: Some(hint),
-            seq: w.base_seq.wrapping_add(start as u32),
+            seq: w
+                .base_seq
+                .wrapping_add(u32::try_from(start).context("segment beyond 2^32 bytes")?),
             ack: 0,
             psh: end == self.message.len(),
         };
         self.iv += 1;
-        let len =
-            FrameBuilder::new(self.flow, &self.sa).build(buf, &spec, &self.message[start..end])?;
-        if self.lie == Some(Lie::ForgedIcv) {
-            buf[len - 1] ^= 0x5a;
+        let len = FrameBuilder::new(self.flow, &self.sa).build(buf, &spec, payload)?;
+        if self.lie == Some(Lie::ForgedIcv)
+            && let Some(last) = len.checked_sub(1).and_then(|i| buf.get_mut(i))
+        {
+            *last ^= 0x5a;
         }
         Ok(len)
     }
@@ -354,10 +450,10 @@ impl Stream {
         let w = self.window.context("no window")?;
         let digest = ring::digest::digest(&ring::digest::SHA256, &self.message);
         let Response::Status {
+            grant,
             complete,
             verified,
             missing,
-            ..
         } = self.control.call(&Request::Complete {
             grant: w.grant,
             sha256: hex::encode(digest.as_ref()),
@@ -365,6 +461,12 @@ impl Stream {
         else {
             bail!("unexpected answer to completion");
         };
+        if grant != w.grant {
+            bail!(
+                "receiver answered the completion of grant {} for grant {grant}",
+                w.grant
+            );
+        }
         if complete && !verified {
             bail!(
                 "receiver says message of grant {} is complete but does not match its digest",
@@ -397,6 +499,9 @@ struct SendReport {
     packets_per_s: f64,
     verified_messages: u32,
     failed_messages: u32,
+    /// Missing ranges in the receiver's status replies that were empty, inverted or outside
+    /// the message (ignored or clamped to it).
+    bad_missing_ranges: u64,
 }
 
 struct Pacer {
@@ -437,27 +542,18 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    if cli.mss == 0 || cli.mss > 1800 {
-        bail!("--mss must be 1..=1800");
-    }
-    if cli.message_bytes == 0 {
-        bail!("--message-bytes must be positive");
-    }
-    for p in [cli.loss, cli.duplicate, cli.reorder] {
-        if !(0.0..=1.0).contains(&p) {
-            bail!("probabilities must be within 0..=1");
-        }
-    }
-    let lies: Vec<(u32, Lie)> = cli
-        .lie
-        .iter()
-        .map(|s| parse_lie(s))
-        .collect::<Result<_>>()?;
-    let segments = usize::try_from(cli.message_bytes.div_ceil(u64::from(cli.mss)))?;
+    // Every argument is checked before the first socket or control session.
+    let plan = Plan::new(cli)?;
+    let segments = plan.sizes.segments;
     let frames = if cli.prebuild {
         // A first round, with room for duplicates.
-        let round = (segments * cli.queues.len()) as f64 * (1.0 + cli.duplicate);
-        (round.ceil() as u32).clamp(4096, MAX_PREBUILT_FRAMES)
+        let round = segments.saturating_mul(cli.queues.len()) as f64 * (1.0 + cli.duplicate);
+        // A float-to-integer cast saturates; the clamp bounds it anyway.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let round = round.ceil() as u64;
+        u32::try_from(round)
+            .unwrap_or(u32::MAX)
+            .clamp(4096, MAX_PREBUILT_FRAMES)
     } else {
         4096
     };
@@ -467,21 +563,21 @@ fn run(cli: &Cli) -> Result<()> {
     };
     let mut streams = Vec::new();
     for (i, &q) in cli.queues.iter().enumerate() {
-        let lie = lies.iter().find(|(lq, _)| *lq == q).map(|(_, l)| *l);
+        let lie = plan.lies.iter().find(|(lq, _)| *lq == q).map(|(_, l)| *l);
         let seed = cli.seed ^ (u64::from(q) << 32);
         streams.push(Stream::open(
             cli,
+            plan.eth_src,
             q,
             cli.regions.get(i).copied(),
             lie,
             seed,
         )?);
     }
-    let total = cli.message_bytes * u64::from(cli.messages) * streams.len() as u64;
     let bar = if cli.no_progress {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(total)
+        ProgressBar::new(plan.sizes.total_bytes)
     };
     bar.set_style(
         ProgressStyle::with_template(
@@ -514,6 +610,7 @@ fn run(cli: &Cli) -> Result<()> {
         packets_per_s: 0.0,
         verified_messages: 0,
         failed_messages: 0,
+        bad_missing_ranges: 0,
     };
     let start = Instant::now();
     let mut pacer = Pacer {
@@ -569,7 +666,9 @@ fn run(cli: &Cli) -> Result<()> {
                     let j = items[next].1;
                     next += 1;
                     report.segments_sent += 1;
-                    let bytes = (cli.message_bytes - (j as u64 * u64::from(cli.mss)))
+                    let bytes = cli
+                        .message_bytes
+                        .saturating_sub((j as u64).saturating_mul(u64::from(cli.mss)))
                         .min(u64::from(cli.mss));
                     report.payload_bytes_sent += bytes;
                     if round == 0 {
@@ -597,12 +696,19 @@ fn run(cli: &Cli) -> Result<()> {
                     s.window = None;
                 } else {
                     all_done = false;
-                    // Segments covering the missing ranges; later rounds lose nothing.
-                    let mss = u64::from(cli.mss);
-                    for (a, b) in &missing {
-                        sched.extend((a / mss) as usize..(b.div_ceil(mss)) as usize);
+                    // Segments covering the missing ranges (each checked: the receiver
+                    // is not trusted); later rounds lose nothing.
+                    let resend = check::resend(&missing, cli.message_bytes, cli.mss);
+                    if resend.bad_ranges > 0 {
+                        tracing::warn!(
+                            "queue {}: the receiver's status named {} bad missing ranges \
+                             (empty, inverted or outside the message); ignored or clamped",
+                            s.queue,
+                            resend.bad_ranges
+                        );
+                        report.bad_missing_ranges += resend.bad_ranges as u64;
                     }
-                    sched.dedup();
+                    *sched = resend.segments;
                     bar.set_message(format!(
                         "round {}: {} segments missing",
                         round + 1,

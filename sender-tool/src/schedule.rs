@@ -51,7 +51,8 @@ impl Rng {
 
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
+        // The remainder is below n, so it fits.
+        usize::try_from(self.next_u64() % n.max(1) as u64).unwrap_or(0)
     }
 }
 

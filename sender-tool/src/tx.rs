@@ -1,10 +1,12 @@
 //! Transmit paths: an AF_XDP socket in copy mode on a chosen tx queue (frames are built
-//! and sealed directly in its UMEM), or AF_PACKET as the fallback.
+//! and sealed directly in its UMEM), or AF_PACKET as the fallback. The system calls live
+//! behind `umem` (the workspace's kernel boundary): nothing here is `unsafe`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use umem::packet::PacketSocket;
 use umem::{Desc, Layout, Socket, SocketConfig, Umem, UmemMemory};
 
 /// Largest frame the sender builds.
@@ -85,7 +87,7 @@ impl XdpTx {
     /// UMEM or socket creation failures (not root, no such interface or queue).
     pub fn open(ifname: &str, queues: &[u32], frames: u32) -> Result<Self> {
         let layout = Layout::new(&[], frames, FRAME_SIZE)?;
-        let memory = Arc::new(UmemMemory::new(layout.len)?);
+        let memory = Arc::new(UmemMemory::with_layout(&layout)?);
         let umem = Umem::new(memory, layout, 2048).context("AF_XDP UMEM")?;
         let mut sockets = HashMap::new();
         for &q in queues {
@@ -114,7 +116,7 @@ impl XdpTx {
     fn reap(&mut self) {
         for s in self.sockets.values_mut() {
             self.completions.clear();
-            s.comp.consume(&mut self.completions, u32::MAX);
+            s.comp_mut().consume(&mut self.completions, u32::MAX);
             for addr in &self.completions {
                 if let Some(i) = self.umem.layout().bounce_index(*addr) {
                     self.free.push(i);
@@ -146,11 +148,11 @@ impl Transmit for XdpTx {
         let Some(frame) = self.free.pop() else {
             return Ok(None);
         };
-        let addr = self.umem.layout().bounce_addr(frame);
-        // SAFETY: frame `frame` is ours: it is on no TX ring (it came from the free list,
-        // which only holds frames that were never queued or whose completion came back).
-        let buf = unsafe { self.umem.memory().slice_mut(addr, FRAME_SIZE as usize)? };
-        let prepared = build_into(queue, frame, buf, build);
+        // The free list holds frames on no TX ring (never queued, or completed): the
+        // kernel is done with this one. The token makes it ours within the process.
+        let mut buf = self.umem.memory().frame_mut(frame)?;
+        let prepared = build_into(queue, frame, buf.as_mut_slice(), build);
+        drop(buf);
         if prepared.is_err() {
             self.free.push(frame);
         }
@@ -165,7 +167,7 @@ impl Transmit for XdpTx {
         };
         let socket = self.sockets.get_mut(&p.queue).context("no AF_XDP socket")?;
         loop {
-            let tx = socket.tx.as_mut().context("socket without TX ring")?;
+            let mut tx = socket.tx_mut().context("socket without TX ring")?;
             if tx.produce([desc]) == 1 {
                 break;
             }
@@ -214,8 +216,7 @@ impl Transmit for XdpTx {
 /// AF_PACKET transmit (raw socket), the fallback where AF_XDP is not available. The queue
 /// is chosen by the kernel, not by us. Frames are built in ordinary buffers.
 pub struct PacketTx {
-    fd: std::os::fd::OwnedFd,
-    ifindex: i32,
+    socket: PacketSocket,
     frames: Vec<Vec<u8>>,
     free: Vec<u32>,
     limit: u32,
@@ -227,22 +228,10 @@ impl PacketTx {
     /// # Errors
     /// Not root, or no such interface.
     pub fn open(ifname: &str, frames: u32) -> Result<Self> {
-        use std::os::fd::FromRawFd;
-        let name = std::ffi::CString::new(ifname)?;
-        // SAFETY: a valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            bail!("no interface {ifname}");
-        }
-        // SAFETY: plain socket(2) call.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("AF_PACKET socket");
-        }
+        let socket =
+            PacketSocket::open(ifname).with_context(|| format!("AF_PACKET socket on {ifname}"))?;
         Ok(Self {
-            // SAFETY: fd is a fresh descriptor we own.
-            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
-            ifindex: i32::try_from(ifindex)?,
+            socket,
             frames: Vec::new(),
             free: Vec::new(),
             limit: frames.max(1),
@@ -272,33 +261,19 @@ impl Transmit for PacketTx {
     }
 
     fn submit(&mut self, p: Prepared) -> Result<()> {
-        use std::os::fd::AsRawFd;
-        let buf = &self.frames[p.frame as usize];
-        let len = p.len as usize;
-        // SAFETY: zeroed sockaddr_ll is valid; we set the fields sendto needs.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.ifindex;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&buf[..6]);
+        let Some(frame) = self
+            .frames
+            .get(p.frame as usize)
+            .and_then(|buf| buf.get(..p.len as usize))
+        else {
+            bail!("no prepared frame {} of {} bytes", p.frame, p.len);
+        };
         loop {
-            // SAFETY: buf holds len bytes; sll is a valid sockaddr_ll.
-            let r = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    buf.as_ptr().cast(),
-                    len,
-                    0,
-                    (&raw const sll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            };
-            if r >= 0 {
+            let Err(e) = self.socket.send(frame) else {
                 // sendto copied the frame: it is free again.
                 self.free.push(p.frame);
                 return Ok(());
-            }
-            let e = std::io::Error::last_os_error();
+            };
             if e.raw_os_error() != Some(libc::ENOBUFS) {
                 self.free.push(p.frame);
                 return Err(e).context("AF_PACKET sendto");

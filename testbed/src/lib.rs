@@ -183,3 +183,23 @@ impl Drop for Testbed {
         self.down();
     }
 }
+
+/// Streams (so control sessions) a `zc-send` with `send_args` opens: one per queue of its
+/// `--queues` list (default one). The receiver is told to stop after that many
+/// (`zc-recv live --sessions N`).
+pub fn sender_sessions(send_args: &[&str]) -> usize {
+    send_args
+        .iter()
+        .position(|a| *a == "--queues")
+        .and_then(|i| send_args.get(i + 1))
+        .map_or(1, |list| list.split(',').count())
+}
+
+#[cfg(test)]
+mod sessions_tests {
+    #[test]
+    fn one_session_per_queue() {
+        assert_eq!(super::sender_sessions(&["--messages", "2"]), 1);
+        assert_eq!(super::sender_sessions(&["--queues", "0,1,2", "--x"]), 3);
+    }
+}

@@ -1,22 +1,31 @@
 //! AF_XDP for the placement testbed, through libxdp-sys.
 //!
 //! - [`memory`]: one UMEM holds the placement regions (with guard space) and a pool of
-//!   bounce frames; huge pages when reserved, else transparent huge pages.
+//!   bounce frames; huge pages when reserved, else transparent huge pages. Bounce frames
+//!   are reached through owned tokens ([`FrameMut`], [`LentFrame`]).
 //! - [`sys`]: the kernel boundary: UMEM registration in unaligned-chunk mode, one socket
 //!   per rx queue sharing it (each with its own fill ring), INHIBIT_PROG_LOAD so that our
 //!   XDP program stays in charge, zero-copy tried before copy mode, XDP_STATISTICS.
 //! - [`ring`]: the ring protocol, over kernel memory or [`fake`] in-memory rings.
 //! - [`plan`]: what each fill ring gets (predicted slots or bounce frames) and what each
 //!   RX descriptor's fill entry was for.
+//! - [`packet`]: an AF_PACKET raw socket for sending whole frames (the sender's fallback).
+//!
+//! With `xdp-prog`, this crate is the workspace's kernel boundary: the only place with
+//! `unsafe` code. Its safe API is meant to be sound on its own: ring sides borrow their
+//! owner, ring structs handed to libxdp are pinned for the socket's life, and UMEM bytes
+//! are referenced only through tokens that the copies respect (see [`memory`]).
 
 pub mod fake;
 pub mod memory;
+pub mod packet;
 pub mod plan;
 pub mod ring;
 pub mod sys;
 
 pub use memory::{
-    Backing, FrameReturns, GUARD, Layout, LentFrame, RegionSpan, UmemMemory, XDP_PACKET_HEADROOM,
+    Backing, FrameMut, FrameReturns, GUARD, Layout, LentFrame, MAX_UMEM_LEN, RegionSpan,
+    UmemMemory, XDP_PACKET_HEADROOM,
 };
 pub use plan::{FillPlanner, PlanStats, Posted, Prediction};
 pub use ring::{Consumer, Producer};
@@ -59,6 +68,9 @@ pub enum Error {
     /// A layout that cannot work.
     #[error("UMEM layout: {0}")]
     Layout(String),
+    /// A bounce frame that is lent, held by a [`FrameMut`] or being copied.
+    #[error("bounce frame {0} is held")]
+    FrameHeld(u32),
     /// An access outside the UMEM.
     #[error("UMEM access of {len} bytes at {addr:#x} is out of range")]
     OutOfRange {

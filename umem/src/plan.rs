@@ -15,7 +15,7 @@
 //! [`FillPlanner::blocking_slot`] tells it when a copy must wait because its destination
 //! is still posted to the kernel.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::memory::Layout;
 use crate::ring::Producer;
@@ -72,6 +72,9 @@ pub struct PlanStats {
     /// Fill entries never returned in order (the kernel skipped them); their frames are
     /// not reused.
     pub skipped: u64,
+    /// Predicted slots not posted because a slot still posted lies within one segment of
+    /// them.
+    pub not_posted_near_posted: u64,
 }
 
 /// The fill plan of all queues sharing one UMEM.
@@ -85,8 +88,10 @@ pub struct FillPlanner {
     /// Per bounce frame: whether it is in `free_bounce` (an O(1) guard against returning
     /// a frame twice, which would post it twice).
     bounce_is_free: Vec<bool>,
-    /// Landing addresses of slots posted and not yet returned.
-    outstanding_slots: BTreeSet<u64>,
+    /// Landing addresses of slots posted and not yet returned, with how many times each
+    /// is posted (never more than once by [`FillPlanner::refill`]; counted so that one
+    /// return cannot hide another posting of the same address).
+    outstanding_slots: BTreeMap<u64, u32>,
     stats: PlanStats,
 }
 
@@ -100,7 +105,7 @@ impl FillPlanner {
             queues: (0..queues).map(|_| QueuePlan::default()).collect(),
             free_bounce: (0..layout.bounce_frames).rev().collect(),
             bounce_is_free: vec![true; layout.bounce_frames as usize],
-            outstanding_slots: BTreeSet::new(),
+            outstanding_slots: BTreeMap::new(),
             stats: PlanStats::default(),
         }
     }
@@ -157,6 +162,16 @@ impl FillPlanner {
                 if skip(p.key, index) {
                     continue;
                 }
+                // A slot within one segment of a slot still posted (a stale prediction of a
+                // grant whose window was reused, another queue's slot) is not posted: two
+                // frames could land on the same bytes, the later over a payload already
+                // placed. Its segment lands elsewhere and is copied once the other returns.
+                let near = landing.saturating_sub(u64::from(p.mss) - 1)
+                    ..landing.saturating_add(u64::from(p.mss));
+                if self.outstanding_slots.range(near).next().is_some() {
+                    self.stats.not_posted_near_posted += 1;
+                    continue;
+                }
                 if let Some(addr) = self.layout.fill_addr_for(landing) {
                     batch.push((addr, Posted::Slot { key: p.key, index }));
                 }
@@ -184,7 +199,7 @@ impl FillPlanner {
             match posted {
                 Posted::Slot { .. } => {
                     self.stats.slots_posted += 1;
-                    self.outstanding_slots.insert(addr + shift);
+                    *self.outstanding_slots.entry(addr + shift).or_default() += 1;
                 }
                 Posted::Bounce(_) => self.stats.bounces_posted += 1,
             }
@@ -201,7 +216,12 @@ impl FillPlanner {
         let shift = self.layout.landing_shift();
         for (a, posted) in q.posted.drain(..=at) {
             if let Posted::Slot { .. } = posted {
-                self.outstanding_slots.remove(&(a + shift));
+                if let Some(n) = self.outstanding_slots.get_mut(&(a + shift)) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.outstanding_slots.remove(&(a + shift));
+                    }
+                }
             }
             if a == addr {
                 return Some(posted);
@@ -251,7 +271,7 @@ impl FillPlanner {
         self.outstanding_slots
             .range(from..dst.saturating_add(len))
             .next()
-            .copied()
+            .map(|(a, _)| *a)
     }
 }
 
@@ -435,5 +455,38 @@ mod tests {
         assert_eq!(planner.consumed(0, third), Some(Posted::Bounce(2)));
         assert_eq!(planner.stats().skipped, 2);
         assert_eq!(planner.outstanding(0), 1);
+    }
+
+    /// A grant whose window is reused while the slots of the grant that had it are still
+    /// posted (its segments arrived elsewhere): the new prediction must not post the same
+    /// bytes again, or a second frame lands over a payload the first already placed.
+    #[test]
+    fn a_reused_window_is_not_posted_twice() {
+        let (layout, _, mut ring) = setup(8, 1);
+        let mut planner = FillPlanner::new(&layout, 2, 8, 1);
+        let (mut fill, mut kernel) = ring.sides();
+        planner.predict(0, pred(8), 0);
+        assert_eq!(planner.refill(0, &mut fill, |_, _| false), 8);
+        // The first grant is done (its segments came in bounce frames elsewhere): its
+        // eight slots stay posted. A new grant gets the same window.
+        planner.forget(7);
+        planner.predict(1, Prediction { key: 8, ..pred(8) }, 0);
+        let mut queue1 = FakeRing::new(64, 0);
+        let (mut fill1, _) = queue1.sides();
+        assert_eq!(
+            planner.refill(1, &mut fill1, |_, _| false),
+            1,
+            "only a bounce frame: every slot is still posted on queue 0"
+        );
+        assert_eq!(planner.stats().not_posted_near_posted, 8);
+        // A copy into the window waits for the stale slot, also after another posting of
+        // a neighbouring slot returned.
+        let mut out = Vec::new();
+        kernel.consume(&mut out, 1);
+        planner.consumed(0, out[0]);
+        assert_eq!(
+            planner.blocking_slot(GUARD + u64::from(MSS), 10),
+            Some(GUARD + u64::from(MSS))
+        );
     }
 }

@@ -9,8 +9,11 @@ use anyhow::{Context, Result, bail};
 pub const TEST_PACKAGES: &[&str] = &["tcpdump", "tshark"];
 
 /// Debian packages the data path needs: libxdp-sys builds libxdp and libbpf from source
-/// (clang, llvm, m4, make, pkg-config, libelf, zlib; libclang for bindgen), and the test
-/// hosts need iproute2.
+/// (clang, llvm, m4, make, pkg-config, libelf, zlib, libpcap (its configure step includes
+/// `pcap/dlt.h`); libclang for bindgen), and the test hosts need iproute2.
+///
+/// Checked against a fresh image's package list, not this machine's: a fresh machine has
+/// only llvm, make and iproute2 of these.
 pub const DATA_PATH_PACKAGES: &[&str] = &[
     "clang",
     "libclang-dev",
@@ -20,6 +23,7 @@ pub const DATA_PATH_PACKAGES: &[&str] = &[
     "pkg-config",
     "libelf-dev",
     "zlib1g-dev",
+    "libpcap-dev",
     "iproute2",
 ];
 

@@ -37,8 +37,10 @@ pub fn run_pair(
             Stdio::inherit()
         }
     };
+    let sessions = testbed::sender_sessions(send_args).to_string();
     let mut recv = Testbed::command_in(&tb.receiver_ns(), &bin.join("zc-recv").to_string_lossy())
         .args(["live", "--iface", &tb.receiver_if(), "--listen", &listen])
+        .args(["--sessions", &sessions])
         .args(recv_args)
         .args(["--no-progress", "--json"])
         .arg(recv_json)

@@ -67,13 +67,13 @@ fn keys(tokens: &mut Tokens<'_>) -> Result<MasterKeys> {
 
 fn crypt_offset(tokens: &mut Tokens<'_>, which: &str) -> Result<u8> {
     let token = tokens.next(which)?;
-    let units: u8 = token
+    let units: u64 = token
         .parse()
-        .with_context(|| format!("{which} '{token}' is not a number"))?;
-    if units > psp::header::MAX_CRYPT_OFFSET {
-        bail!("{which} {units} is larger than 63, the largest the 6-bit field holds");
+        .with_context(|| format!("{which} '{token}' is not a number of 4-byte units"))?;
+    match u8::try_from(units) {
+        Ok(u) if u <= psp::header::MAX_CRYPT_OFFSET => Ok(u),
+        _ => bail!("{which} {units} is larger than 63, the largest the 6-bit field holds"),
     }
-    Ok(units)
 }
 
 /// Parses an encrypt configuration.
@@ -172,5 +172,45 @@ mod tests {
         assert!(e.to_string().contains("byte 3 of master key 0"), "{e}");
         let e = parse_decrypt("34").unwrap_err();
         assert!(e.to_string().contains("ends before master key 0"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_field_that_is_wrong() {
+        let cfg = |spi: &str, mode: &str, offsets: [&str; 3], vc: &str| {
+            parse_encrypt(&format!(
+                "{KEYS}\n{spi}\n{mode}\naes-gcm-128\n{}\n{}\n{}\n{vc}\n",
+                offsets[0], offsets[1], offsets[2]
+            ))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+        };
+        let ok = ["1", "6", "11"];
+        // A crypt offset too large for a byte is too large, not "not a number".
+        let e = cfg("9A345678", "transport", ["300", "6", "11"], "no-vc");
+        assert!(
+            e.contains("transport crypt offset 300 is larger than 63"),
+            "{e}"
+        );
+        let e = cfg("9A345678", "transport", ["1", "6", "-1"], "no-vc");
+        assert!(
+            e.contains("IPv6 tunnel crypt offset '-1' is not a number"),
+            "{e}"
+        );
+        let e = cfg("9A345678", "transport", ["1", "64", "11"], "no-vc");
+        assert!(e.contains("IPv4 tunnel crypt offset 64"), "{e}");
+        let e = cfg("1234567890", "transport", ok, "no-vc");
+        assert!(e.contains("SPI '1234567890'"), "{e}");
+        let e = cfg("9A345678", "tunel", ok, "no-vc");
+        assert!(e.contains("encap mode 'tunel'"), "{e}");
+        let e = cfg("9A345678", "tunnel", ok, "vcx");
+        assert!(e.contains("vc mode 'vcx'"), "{e}");
+        let e = parse_decrypt(&format!("{}zz", &KEYS[..KEYS.len() - 2])).unwrap_err();
+        assert!(e.to_string().contains("byte 32 of master key 1"), "{e}");
+        let e = parse_decrypt(&format!("0x{}", "g".repeat(64))).unwrap_err();
+        assert!(
+            e.to_string().contains("master key 0 is not 64 hex digits"),
+            "{e}"
+        );
     }
 }

@@ -17,6 +17,10 @@ const IPPROTO_IPV4: u8 = 4;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_IPV6: u8 = 41;
+/// The crypt offsets' names in the config (and in its parser's errors).
+const TRANSPORT_OFFSET: &str = "transport crypt offset";
+const IPV4_TUNNEL_OFFSET: &str = "IPv4 tunnel crypt offset";
+const IPV6_TUNNEL_OFFSET: &str = "IPv6 tunnel crypt offset";
 /// UDP + base PSP header + ICV: what transport mode adds, before VC and hint.
 pub const TRANSPORT_ENCAP: usize = UDP_LEN + BASE_LEN + ICV_LEN;
 
@@ -56,13 +60,30 @@ impl Encryptor {
     pub fn new(cfg: EncryptConfig, hint: Option<Hint>, corrupt: bool) -> Result<Self> {
         let key = cfg.keys.derive(cfg.spi, cfg.version);
         let sa = Sa::new(cfg.spi, cfg.version, &key)?;
-        Ok(Self {
+        let enc = Self {
             cfg,
             sa,
             next_iv: 1,
             hint,
             corrupt,
-        })
+        };
+        // The offsets this mode writes must leave room for the hint: refuse before any
+        // packet, naming the offset.
+        for (units, which) in enc.crypt_offsets() {
+            enc.crypt_units(units, which)?;
+        }
+        Ok(enc)
+    }
+
+    /// The configured crypt offsets the mode uses, with their names in the config.
+    fn crypt_offsets(&self) -> Vec<(u8, &'static str)> {
+        match self.cfg.mode {
+            Mode::Transport => vec![(self.cfg.transport_crypt_offset, TRANSPORT_OFFSET)],
+            Mode::Tunnel => vec![
+                (self.cfg.ipv4_tunnel_crypt_offset, IPV4_TUNNEL_OFFSET),
+                (self.cfg.ipv6_tunnel_crypt_offset, IPV6_TUNNEL_OFFSET),
+            ],
+        }
     }
 
     fn vc_len(&self) -> usize {
@@ -74,8 +95,9 @@ impl Encryptor {
         self.vc_len() + if self.hint.is_some() { Hint::LEN } else { 0 }
     }
 
-    /// The crypt offset to write: the configured one, moved past the hint when there is one.
-    fn crypt_units(&self, configured: u8) -> Result<u8> {
+    /// The crypt offset to write: the configured one (named `which` in errors), moved past
+    /// the hint when there is one.
+    fn crypt_units(&self, configured: u8, which: &str) -> Result<u8> {
         let Some(_) = self.hint else {
             return Ok(configured);
         };
@@ -83,7 +105,7 @@ impl Encryptor {
         let units = (usize::from(configured) + Hint::LEN / CRYPT_OFFSET_UNIT).max(past_hint);
         match u8::try_from(units) {
             Ok(u) if u <= psp::header::MAX_CRYPT_OFFSET => Ok(u),
-            _ => bail!("crypt offset {configured} plus the hint's 4 units exceeds 63"),
+            _ => bail!("{which} {configured} plus the hint's 4 units exceeds 63 (with --hint)"),
         }
     }
 
@@ -160,7 +182,7 @@ impl Encryptor {
                 "skipping packet, crypt offset too big".into(),
             ));
         }
-        let units = self.crypt_units(self.cfg.transport_crypt_offset)?;
+        let units = self.crypt_units(self.cfg.transport_crypt_offset, TRANSPORT_OFFSET)?;
         let seg = self.segment(proto, units, l4)?;
 
         let mut out = Vec::with_capacity(frame.len() + encap);
@@ -185,7 +207,7 @@ impl Encryptor {
 
     fn tunnel(&mut self, frame: &[u8], etype: u16) -> Result<Outcome> {
         let inner = &frame[ETH_LEN..];
-        let (ip_hdr_len, proto, ip_len, outer_len, next_header, configured) =
+        let (ip_hdr_len, proto, ip_len, outer_len, next_header, (configured, which)) =
             if etype == ETHERTYPE_IPV4 {
                 let ihl = usize::from(inner.first().copied().unwrap_or(0) & 0x0f) * 4;
                 if inner.len() < 20 || ihl < 20 {
@@ -197,7 +219,7 @@ impl Encryptor {
                     be16(inner, 2),
                     20,
                     IPPROTO_IPV4,
-                    self.cfg.ipv4_tunnel_crypt_offset,
+                    (self.cfg.ipv4_tunnel_crypt_offset, IPV4_TUNNEL_OFFSET),
                 )
             } else {
                 if inner.len() < IPV6_LEN {
@@ -209,7 +231,7 @@ impl Encryptor {
                     be16(inner, 4),
                     IPV6_LEN,
                     IPPROTO_IPV6,
-                    self.cfg.ipv6_tunnel_crypt_offset,
+                    (self.cfg.ipv6_tunnel_crypt_offset, IPV6_TUNNEL_OFFSET),
                 )
             };
         let encap = TRANSPORT_ENCAP + outer_len + self.ext_len();
@@ -222,7 +244,7 @@ impl Encryptor {
                 "skipping packet, crypt offset too big".into(),
             ));
         }
-        let units = self.crypt_units(configured)?;
+        let units = self.crypt_units(configured, which)?;
         let seg = self.segment(next_header, units, inner)?;
 
         let mut out = Vec::with_capacity(frame.len() + encap);

@@ -1,9 +1,13 @@
 //! Reading and writing classic pcap files the way libpcap's dumper does: Ethernet link
 //! type, snaplen 9014, microsecond timestamps, host byte order.
+//!
+//! Only Ethernet captures are read. Output goes to a temporary file beside the destination
+//! that [`Writer::finish`] renames over it, so a failed run leaves no truncated file and
+//! `-i X -o X` cannot destroy its input.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
-use std::path::Path;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use pcap_file::pcap::{PcapHeader, PcapReader, PcapWriter, RawPcapPacket};
@@ -24,6 +28,7 @@ pub fn read_all(path: &Path) -> Result<Vec<Packet>> {
     let file = File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
     let mut reader = PcapReader::new(BufReader::new(file))
         .with_context(|| format!("{} is not a pcap file", path.display()))?;
+    check_link_type(path, reader.header().datalink)?;
     let nanos = reader.header().ts_resolution == TsResolution::NanoSecond;
     let mut packets = Vec::new();
     while let Some(raw) = reader.next_raw_packet() {
@@ -55,15 +60,120 @@ pub fn read_all(path: &Path) -> Result<Vec<Packet>> {
     Ok(packets)
 }
 
+/// Refuses captures of any link type but Ethernet: every frame is parsed as Ethernet.
+fn check_link_type(path: &Path, link: DataLink) -> Result<()> {
+    if link != DataLink::ETHERNET {
+        bail!(
+            "{}: link type {link:?} ({}) is not Ethernet (1); psp-pcap reads Ethernet captures only",
+            path.display(),
+            u32::from(link)
+        );
+    }
+    Ok(())
+}
+
+/// A temporary file beside its destination, removed unless [`TempFile::persist`] renamed
+/// it into place.
+struct TempFile {
+    path: PathBuf,
+    dest: PathBuf,
+    persisted: bool,
+}
+
+impl TempFile {
+    /// Creates `.NAME.PID.N.tmp` in the destination's directory (a rename there is atomic),
+    /// with the destination's permissions when it exists.
+    fn create_beside(dest: &Path) -> Result<(File, Self)> {
+        let name = dest
+            .file_name()
+            .with_context(|| format!("output {} names no file", dest.display()))?;
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        for n in 0..100 {
+            let mut tmp_name = std::ffi::OsString::from(".");
+            tmp_name.push(name);
+            tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
+            let path = dir.join(tmp_name);
+            match File::options().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    if let Ok(meta) = std::fs::metadata(dest) {
+                        // Best effort: the output keeps the permissions of what it replaces.
+                        let _ = file.set_permissions(meta.permissions());
+                    }
+                    let temp = Self {
+                        path,
+                        dest: dest.to_path_buf(),
+                        persisted: false,
+                    };
+                    return Ok((file, temp));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot create output {} (temporary file {})",
+                            dest.display(),
+                            path.display()
+                        )
+                    });
+                }
+            }
+        }
+        bail!(
+            "cannot create output {}: no free temporary file name in {}",
+            dest.display(),
+            dir.display()
+        )
+    }
+
+    /// Renames the file over its destination.
+    fn persist(mut self) -> Result<()> {
+        std::fs::rename(&self.path, &self.dest).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                self.path.display(),
+                self.dest.display()
+            )
+        })?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Writes pcap files like `pcap_dump` after `pcap_open_dead(DLT_EN10MB, 9014)`.
 pub struct Writer {
     inner: PcapWriter<BufWriter<File>>,
+    /// None when writing straight into a destination that is not a regular file.
+    temp: Option<TempFile>,
+}
+
+/// Where output for `path` goes: its temporary file, or `path` itself when it exists and
+/// is not a regular file (`/dev/null`, a FIFO: a rename cannot replace those). A symbolic
+/// link is followed, so the link stays and its target is replaced.
+fn open_output(path: &Path) -> Result<(File, Option<TempFile>)> {
+    let dest = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if std::fs::metadata(&dest).is_ok_and(|m| !m.is_file()) {
+        let file = File::create(&dest)
+            .with_context(|| format!("cannot create output {}", path.display()))?;
+        return Ok((file, None));
+    }
+    let (file, temp) = TempFile::create_beside(&dest)?;
+    Ok((file, Some(temp)))
 }
 
 impl Writer {
     pub fn create(path: &Path) -> Result<Self> {
-        let file = File::create(path)
-            .with_context(|| format!("cannot create output {}", path.display()))?;
+        let (file, temp) = open_output(path)?;
         let header = PcapHeader {
             version_major: 2,
             version_minor: 4,
@@ -76,7 +186,7 @@ impl Writer {
         };
         let inner = PcapWriter::with_header(BufWriter::new(file), header)
             .context("cannot write the pcap header")?;
-        Ok(Self { inner })
+        Ok(Self { inner, temp })
     }
 
     pub fn write(&mut self, ts_sec: u32, ts_usec: u32, data: &[u8]) -> Result<()> {
@@ -94,11 +204,17 @@ impl Writer {
         Ok(())
     }
 
+    /// Flushes the output and, when it went to a temporary file, syncs it and renames it
+    /// over the destination. Without this call (a failed run), the temporary file is
+    /// removed and the destination is left as it was.
     pub fn finish(self) -> Result<()> {
-        use std::io::Write;
-        self.inner
-            .into_writer()
-            .flush()
-            .context("cannot flush the output")
+        let mut out = self.inner.into_writer();
+        out.flush().context("cannot flush the output")?;
+        if let Some(temp) = self.temp {
+            let file = out.into_inner().context("cannot flush the output")?;
+            file.sync_all().context("cannot sync the output")?;
+            temp.persist()?;
+        }
+        Ok(())
     }
 }
