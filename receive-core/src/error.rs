@@ -68,6 +68,14 @@ pub enum RequestError {
         /// Per candidate region, why not.
         why: String,
     },
+    /// The region has no room (or never could have) for the window.
+    #[error("region {region}: {why}")]
+    Window {
+        /// The region.
+        region: u32,
+        /// Why not.
+        why: WindowError,
+    },
     /// A digest that is not 64 hex digits.
     #[error("sha256 must be 64 hex digits")]
     BadDigest,

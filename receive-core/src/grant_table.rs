@@ -26,7 +26,7 @@ use control::{Request, Response};
 use placement::{Grant, GrantId, PlacementEngine};
 use psp::Version;
 
-use crate::error::{RequestError, SetupError, WindowError};
+use crate::error::{RequestError, SetupError};
 use crate::windows::RegionWindows;
 
 /// A control-plane connection, as the I/O layer numbers them.
@@ -366,13 +366,20 @@ impl GrantTable {
         for region in candidates {
             match self.grant_in(engine, conn, ask, region, now) {
                 Ok(action) => return Ok(action),
-                Err(e) => why.push(format!("region {region}: {e}")),
+                Err(e) => why.push(e),
             }
         }
-        Err(RequestError::NoRoom {
-            len: ask.len,
-            why: why.join("; "),
-        })
+        match why.len() {
+            1 => Err(why.remove(0)),
+            _ => Err(RequestError::NoRoom {
+                len: ask.len,
+                why: why
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }),
+        }
     }
 
     /// Reserves a window in `region` and grants it; on any refusal nothing stays reserved.
@@ -388,14 +395,10 @@ impl GrantTable {
             .regions
             .get_mut(&region)
             .ok_or(RequestError::UnknownRegion(region))?;
-        let offset = entry.windows.allocate(ask.len).map_err(|e| match e {
-            WindowError::Empty | WindowError::TooLarge { .. } | WindowError::NoRoom { .. } => {
-                RequestError::NoRoom {
-                    len: ask.len,
-                    why: e.to_string(),
-                }
-            }
-        })?;
+        let offset = entry
+            .windows
+            .allocate(ask.len)
+            .map_err(|why| RequestError::Window { region, why })?;
         let grant = Grant {
             spi: ask.spi,
             region_id: region,

@@ -5,10 +5,13 @@
 //! - [`windows`]: the windows of one region (checked first-fit allocation with guard gaps);
 //! - [`grant_table`]: sessions, SAs, grants and windows from the first control request to
 //!   the window's release, with ownership per connection, revocation on close and a grant
-//!   timeout.
+//!   timeout;
+//! - [`drive`]: plays arbitrary event sequences against the grant table, checking its
+//!   invariants (property test and fuzz target).
 
 #![forbid(unsafe_code)]
 
+pub mod drive;
 pub mod error;
 pub mod grant_table;
 pub mod windows;

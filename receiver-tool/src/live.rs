@@ -582,7 +582,9 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
             queue: entry.queue,
             mss: entry.mss,
             first_landing: base + g.offset,
-            segments: g.len.div_ceil(u64::from(entry.mss)),
+            // Full segments only: a frame landing in the slot of a short last segment would
+            // reach past the window's end (into the gap). That segment is copied.
+            segments: g.len / u64::from(entry.mss),
             next_index: 0,
             predicting: active,
         };

@@ -476,3 +476,239 @@ fn lying_senders_are_rejected_and_leave_other_regions_untouched() {
     assert_eq!(r["verified"], false, "liars' windows never complete");
     assert_eq!(u(&o.send, "failed_messages"), 4);
 }
+
+/// Copies through the I/OAT-class engine model (every copy offered to it, threshold 0):
+/// descending order, and shuffled with loss and duplication, on two queues with four
+/// messages per region (so windows are reused), several seeds. Every transfer verifies,
+/// and the engine really ran: engine bytes and refusals (CPU fallback) are both > 0.
+#[test]
+fn copies_through_the_engine_verify() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let orders: [&[&str]; 4] = [
+        &["--order", "descending", "--seed", "3"],
+        &["--order", "descending", "--seed", "4"],
+        &[
+            "--order",
+            "shuffled",
+            "--loss",
+            "0.01",
+            "--duplicate",
+            "0.01",
+            "--seed",
+            "5",
+        ],
+        &[
+            "--order",
+            "shuffled",
+            "--loss",
+            "0.01",
+            "--duplicate",
+            "0.01",
+            "--seed",
+            "6",
+        ],
+    ];
+    for order in orders {
+        let mut send = vec![
+            "--queues",
+            "0,1",
+            "--regions",
+            "1,2",
+            "--messages",
+            "4",
+            "--message-bytes",
+            "33554432",
+        ];
+        send.extend_from_slice(order);
+        let o = run(
+            "zce2eioat",
+            2,
+            &[
+                "--region",
+                "1:64M",
+                "--region",
+                "2:64M:late",
+                "--engine",
+                "ioat",
+                "--engine-threshold",
+                "0",
+            ],
+            &send,
+        );
+        let r = &o.recv;
+        assert_eq!(r["verified"], true, "{order:?}: {r}");
+        assert_eq!(u(&o.send, "verified_messages"), 8, "{order:?}");
+        assert!(
+            u(r, "engine_copy_bytes") > 0,
+            "{order:?}: the engine copied nothing"
+        );
+        assert!(
+            u(&r["copy_engine"], "refused_to_cpu") > 0,
+            "{order:?}: no refusal, so the CPU fallback was not exercised: {r}"
+        );
+        for region in r["regions"].as_array().unwrap() {
+            assert_eq!(region["stray_bytes"], 0, "{order:?}: {region}");
+        }
+    }
+}
+
+/// Opens 200 connections and holds them: the receiver serves at most --max-connections
+/// and closes idle ones.
+const IDLE_HORDE: &str = r#"
+fds=()
+for i in $(seq 200); do
+  exec {fd}<>/dev/tcp/10.77.0.2/7000 2>/dev/null && fds+=($fd)
+done
+echo "opened ${#fds[@]}"
+sleep 4
+"#;
+
+/// A hostile client, run while a victim transfers: wrapping lengths, other sessions'
+/// SPIs and grants (with a wrong digest), then a stranger that opens a session, takes a
+/// grant and leaves. Fails if the receiver grants or completes anything it should not.
+const HOSTILE: &str = r#"
+for i in $(seq 100); do { exec 3<>/dev/tcp/10.77.0.2/7000; } 2>/dev/null && break; sleep 0.05; done
+ask() { printf '%s\n' "$1" >&3; read -r -t 5 line <&3 || { echo "no answer to $1"; exit 1; }; echo "$line"; }
+refused() { ask "$1" | grep -q '"type":"error"' || { echo "not refused: $1"; exit 1; }; }
+r=$(ask '{"type":"session","version":0}')
+spi=$(echo "$r" | sed -n 's/.*"spi":\([0-9]*\).*/\1/p')
+[ -n "$spi" ] || { echo "no session: $r"; exit 1; }
+for len in 18446744073709539328 18446744073709551615 0 67108865; do
+  refused "{\"type\":\"grant\",\"spi\":$spi,\"len\":$len,\"base_seq\":0,\"mss\":1400,\"queue\":0,\"region\":1}"
+done
+zeros=0000000000000000000000000000000000000000000000000000000000000000
+for round in $(seq 30); do
+  for s in $(seq 1073741825 1073741834); do
+    [ "$s" = "$spi" ] && continue
+    refused "{\"type\":\"grant\",\"spi\":$s,\"len\":4096,\"base_seq\":0,\"mss\":1400,\"queue\":0,\"region\":null}"
+  done
+  for g in 0 1 2 3 4 5 6 7 4294967296 4294967297; do
+    refused "{\"type\":\"complete\",\"grant\":$g,\"sha256\":\"$zeros\"}"
+  done
+  sleep 0.1
+done
+exec 3<&-
+exec 4<>/dev/tcp/10.77.0.2/7000
+printf '{"type":"session","version":0}\n' >&4; read -r -t 5 s <&4
+spi=$(echo "$s" | sed -n 's/.*"spi":\([0-9]*\).*/\1/p')
+printf '{"type":"grant","spi":%s,"len":1000000,"base_seq":0,"mss":1400,"queue":0,"region":1}\n' "$spi" >&4
+read -r -t 5 g <&4
+echo "$g" | grep -q granted || { echo "stranger got no grant: $g"; exit 1; }
+exec 4<&-
+echo hostile done
+"#;
+
+fn sender_in(tb: &Testbed, args: &[&str], json: &std::path::Path) -> Value {
+    let listen = format!("{RECEIVER_IP}:7000");
+    let status = Command::new("ip")
+        .args(["netns", "exec", &tb.sender_ns()])
+        .arg(zc_send())
+        .args([
+            "--control",
+            &listen,
+            "--iface",
+            &tb.sender_if(),
+            "--no-progress",
+        ])
+        .arg("--json")
+        .arg(json)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .map(|mut c| wait(&mut c, Duration::from_secs(120), "zc-send"))
+        .expect("start zc-send");
+    assert!(status.success(), "zc-send failed: {status}");
+    serde_json::from_str(&std::fs::read_to_string(json).expect("sender report")).expect("JSON")
+}
+
+fn script_in(tb: &Testbed, script: &str) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", &tb.sender_ns(), "bash", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script")
+}
+
+/// A hostile control client cannot hurt a victim's transfer or stop the receiver: 200
+/// idle connections, wrapping lengths, other sessions' SPIs and grants, a stranger that
+/// leaves. The victim verifies, and the receiver serves a normal transfer afterwards.
+#[test]
+fn a_hostile_control_client_cannot_hurt_other_sessions() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let tb = Testbed::up("zce2ehost", 1).expect("test hosts");
+    let dir = std::env::temp_dir().join("zc-e2e-hostile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let recv_json = dir.join("recv.json");
+    let _ = std::fs::remove_file(&recv_json);
+    let listen = format!("{RECEIVER_IP}:7000");
+    let mut recv = Testbed::command_in(&tb.receiver_ns(), env!("CARGO_BIN_EXE_zc-recv"))
+        .args(["live", "--iface", &tb.receiver_if(), "--listen", &listen])
+        .args(["--region", "1:64M", "--sessions", "2", "--no-progress"])
+        .args(["--max-connections", "64", "--control-idle-seconds", "2"])
+        .args(["--max-seconds", "100", "--json"])
+        .arg(&recv_json)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("recv.log")).expect("log"))
+        .spawn()
+        .expect("start zc-recv");
+    let log_path = dir.join("recv.log");
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("listening on")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "zc-recv did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let horde = script_in(&tb, IDLE_HORDE)
+        .wait_with_output()
+        .expect("horde");
+    let opened = String::from_utf8_lossy(&horde.stdout).into_owned();
+    assert!(opened.contains("opened 200"), "{opened}");
+    let mut hostile = script_in(&tb, HOSTILE);
+    let victim = sender_in(
+        &tb,
+        &["--messages", "3", "--message-bytes", "16777216"],
+        &dir.join("victim.json"),
+    );
+    let hostile_status = wait(&mut hostile, Duration::from_secs(60), "hostile client");
+    let mut said = String::new();
+    if let Some(mut out) = hostile.stdout.take() {
+        use std::io::Read;
+        let _ = out.read_to_string(&mut said);
+    }
+    let after = sender_in(
+        &tb,
+        &["--messages", "1", "--message-bytes", "8388608"],
+        &dir.join("after.json"),
+    );
+    let recv_status = wait(&mut recv, Duration::from_secs(100), "zc-recv");
+    let log = std::fs::read_to_string(dir.join("recv.log")).unwrap_or_default();
+    drop(tb);
+    assert!(hostile_status.success(), "hostile client: {said}\n{log}");
+    assert!(
+        recv_status.success(),
+        "zc-recv failed: {recv_status}\n{log}"
+    );
+    assert_eq!(u(&victim, "verified_messages"), 3, "{victim}");
+    assert_eq!(u(&after, "verified_messages"), 1, "{after}");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(&recv_json).expect("report")).unwrap();
+    let control = &r["control"];
+    assert!(u(control, "refused_connections") > 0, "{control}");
+    assert!(u(control, "refused_requests") >= 4 + 30 * 19, "{control}");
+    assert_eq!(u(control, "completed_sessions"), 2, "{control}");
+    assert!(
+        u(control, "revoked_on_close") >= 1,
+        "the stranger's grant: {control}"
+    );
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(r["regions"][0]["stray_bytes"], 0);
+}
