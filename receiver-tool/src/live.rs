@@ -22,8 +22,8 @@ use placement::{Decision, GrantId, PlacementEngine, Policy};
 use psp::{MasterKey, MasterKeys};
 use receive_core::{Action, ConnId, GrantTable, Limits, RegionSpec, engine_time};
 use umem::{
-    BindMode, Desc, FillPlanner, FrameReturns, Layout, LentFrame, Posted, Prediction, Socket,
-    SocketConfig, Umem, UmemMemory,
+    BindMode, Desc, FillPlanner, FrameReturns, Layout, Posted, Prediction, Socket, SocketConfig,
+    Umem, UmemMemory,
 };
 use xdp_common::HeaderRecord;
 
@@ -31,7 +31,7 @@ use crate::digest::{DigestJob, DigestVerdict, DigestWorker};
 use crate::report::{
     ControlReport, GrantReport, RegionReport, Report, RunSummary, process_cpu_seconds,
 };
-use crate::rx::{Landing, Payload, RxPath};
+use crate::rx::{Payload, Received, RxPath};
 use crate::serve::{self, Event};
 use crate::xdp::XdpProgram;
 
@@ -686,19 +686,16 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         got
     }
 
-    /// Pairs one RX descriptor with its header record: same length, same first payload
-    /// bytes.
+    /// Pairs a received payload with its header record: same length, same first payload
+    /// bytes (still ciphertext: the record was taken before the payload was opened).
     fn pair(
         &mut self,
-        data: u64,
-        len: usize,
+        payload: &[u8],
         records: &mut VecDeque<HeaderRecord>,
     ) -> Option<HeaderRecord> {
-        let mut tag = [0u8; xdp_common::TAG_LEN];
         while let Some(r) = records.pop_front() {
-            let t = &mut tag[..r.tag_bytes().len()];
-            let tag_ok = self.memory.read(data, t).is_ok() && *t == *r.tag_bytes();
-            if r.payload_len as usize == len && tag_ok {
+            let tag = r.tag_bytes();
+            if r.payload_len as usize == payload.len() && payload.get(..tag.len()) == Some(tag) {
                 return Some(r);
             }
             self.counters.unpaired_records += 1;
@@ -706,7 +703,23 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         None
     }
 
-    /// One RX descriptor: pair, open where it landed, decide, account, return the slot.
+    /// Takes the bytes an RX descriptor brought, exclusively: the bounce frame (the plan
+    /// gets it back only when the lent payload is dropped), or the slot's range.
+    fn take_received(&self, posted: Option<Posted>, data: u64, len: usize) -> Result<Received<'a>> {
+        let memory: &'a Arc<UmemMemory> = self.memory;
+        Ok(match posted {
+            Some(Posted::Bounce(i)) => Received::Bounce {
+                frame: memory.frame_mut(i)?,
+                data,
+                len,
+                returns: self.returns.clone(),
+            },
+            _ => Received::Slot(memory.slot_mut(data, len)?),
+        })
+    }
+
+    /// One RX descriptor: take its bytes, pair them, open them where they landed, decide,
+    /// account, return the slot.
     fn on_descriptor(
         &mut self,
         q: usize,
@@ -716,16 +729,25 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         now: Duration,
     ) {
         let posted = self.planner.consumed(q, d.base());
-        let data = d.data_addr();
-        let len = d.len as usize;
-        match self.pair(data, len, records) {
-            Some(r) => {
-                if let Err(e) = self.on_segment(q, &r, data, len, posted, now_i, now) {
-                    self.input_error(format_args!("queue {q}: segment not handled: {e:#}"));
+        let (data, len) = (d.data_addr(), d.len as usize);
+        match self.take_received(posted, data, len) {
+            Ok(mut received) => {
+                let record = received
+                    .bytes_mut()
+                    .ok()
+                    .and_then(|payload| self.pair(payload, records));
+                match record {
+                    Some(r) => {
+                        if let Err(e) = self.on_segment(q, &r, received, now_i, now) {
+                            self.input_error(format_args!("queue {q}: segment not handled: {e:#}"));
+                        }
+                    }
+                    // Dropping `received` returns a bounce frame to the plan.
+                    None => self.counters.unpaired_desc += 1,
                 }
             }
-            None => {
-                self.counters.unpaired_desc += 1;
+            Err(e) => {
+                self.input_error(format_args!("queue {q}: descriptor {data:#x}+{len}: {e:#}"));
                 if let Some(Posted::Bounce(i)) = posted {
                     self.planner.release_bounce(i);
                 }
@@ -743,14 +765,11 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_segment(
         &mut self,
         q: usize,
         r: &HeaderRecord,
-        data: u64,
-        len: usize,
-        posted: Option<Posted>,
+        received: Received<'_>,
         now_i: Instant,
         now: Duration,
     ) -> Result<()> {
@@ -765,42 +784,11 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
             self.cpu_start = Some(cpu_now());
         }
         self.last_packet = Some(now_i);
-        #[allow(
-            unsafe_code,
-            reason = "the one unsafe site outside umem: see Cargo.toml"
-        )]
-        // SAFETY: slice_mut's contract. The descriptor came back from the kernel, so its
-        // bytes are posted nowhere until the plan posts them again (a bounce frame: after
-        // its LentFrame is dropped), and no copy or digest touches them meanwhile (copies
-        // into a slot wait behind the gate until it returns). Known gap (issue 9, sec. 3):
-        // for a bounce frame the LentFrame below lends these same bytes, and on_split
-        // reads it as the copy source while this slice is still its argument. Sequential,
-        // but aliasing that the contract forbids; it closes when on_split takes the frame
-        // token (umem::FrameMut: open in place, then lend) instead of both.
-        let payload = unsafe { self.memory.slice_mut(data, len)? };
-        let landed = match posted {
-            // The plan gets bounce frame `i` back only through `returns`, when the lent
-            // frame is dropped.
-            Some(Posted::Bounce(i)) => Landing::Bounce(LentFrame::new(
-                self.memory,
-                self.layout,
-                &self.returns,
-                i,
-                data,
-                len,
-            )?),
-            _ => Landing::Slot(data),
-        };
         let planner = &self.planner;
         let gate = |d: u64, l: u64| planner.blocking_slot(d, l);
-        let decision = self.rx.on_split(
-            r.header_bytes(),
-            &r.icv,
-            payload,
-            landed,
-            engine_time(now),
-            &gate,
-        )?;
+        let decision =
+            self.rx
+                .on_split(r.header_bytes(), &r.icv, received, engine_time(now), &gate)?;
         if let Some(Decision::Direct(p) | Decision::Copy(p, _)) = decision
             && let Some(gid) = p.grant
         {

@@ -17,7 +17,7 @@ use placement::{
     RangeSet, Reason, Segment,
 };
 use psp::{MasterKeys, Sa, Version};
-use umem::LentFrame;
+use umem::{FrameMut, FrameReturns, LentFrame, SlotMut};
 
 use crate::report::{CopyEngineReport, GrantReport, Numbers, Report, RunSummary, stream_reports};
 
@@ -38,12 +38,64 @@ pub type Gate<'a> = &'a dyn Fn(u64, u64) -> Option<u64>;
 /// The gate of paths without fill rings (replay).
 pub const OPEN_GATE: Gate<'static> = &|_, _| None;
 
-/// Where a live segment's payload landed (replay frames land nowhere in particular).
-pub enum Landing {
-    /// At this UMEM address: a predicted slot, perhaps another segment's.
-    Slot(u64),
-    /// In a bounce frame, which is lent to the copy (or staging) instead of copied out.
-    Bounce(LentFrame),
+/// A live segment's payload as it came back from the kernel, held exclusively until it is
+/// handled: no copy, read or other holder reaches these bytes meanwhile.
+pub enum Received<'a> {
+    /// In a predicted slot (perhaps another segment's).
+    Slot(SlotMut<'a>),
+    /// In a bounce frame: opened in place, then lent to the copy (or staging) instead of
+    /// copied out.
+    Bounce {
+        /// The frame.
+        frame: FrameMut<'a>,
+        /// The payload's address inside it.
+        data: u64,
+        /// The payload's length.
+        len: usize,
+        /// Where the frame goes back when the lent payload is dropped.
+        returns: FrameReturns,
+    },
+}
+
+impl Received<'_> {
+    /// The payload, mutable (to open it in place).
+    ///
+    /// # Errors
+    /// The payload is not inside its bounce frame.
+    pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
+        Ok(match self {
+            Self::Slot(slot) => slot.as_mut_slice(),
+            Self::Bounce {
+                frame, data, len, ..
+            } => frame.range_mut(*data, *len)?,
+        })
+    }
+}
+
+/// Where a payload is while the engine decides about it.
+enum Landed<'a> {
+    /// A replayed frame: nowhere in particular.
+    Plain(&'a [u8]),
+    /// In a slot at `addr` (the segment's own, or another's).
+    Slot { addr: u64, bytes: &'a [u8] },
+    /// In a bounce frame, lent.
+    Frame(LentFrame),
+}
+
+impl Landed<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Plain(b) | Self::Slot { bytes: b, .. } => b,
+            Self::Frame(f) => f.as_ref(),
+        }
+    }
+
+    fn landed_at(&self) -> Option<u64> {
+        match self {
+            Self::Slot { addr, .. } => Some(*addr),
+            _ => None,
+        }
+    }
 }
 
 /// The source of a copy: a bounce frame the payload landed in, or bytes copied out of
@@ -220,20 +272,22 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             seq: tcp.seq,
             authenticated,
         };
-        let landing = landed_at.map(Landing::Slot);
-        self.place(&meta, &segment[payload], landing, now, gate)
-            .map(Some)
+        let bytes = &segment[payload];
+        let landed = match landed_at {
+            Some(addr) => Landed::Slot { addr, bytes },
+            None => Landed::Plain(bytes),
+        };
+        self.place(&meta, landed, now, gate).map(Some)
     }
 
     /// Handles one segment split by the XDP program: `header` (PSP header through TCP
-    /// header) and `icv` from the header record, `payload` where it `landed` (decrypted in
-    /// place there).
+    /// header) and `icv` from the header record, the payload where it was `received`
+    /// (decrypted in place there).
     pub fn on_split(
         &mut self,
         header: &[u8],
         icv: &[u8; psp::ICV_LEN],
-        payload: &mut [u8],
-        landed: Landing,
+        mut received: Received<'_>,
         now: u64,
         gate: Gate<'_>,
     ) -> Result<Option<Decision>> {
@@ -252,10 +306,12 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         };
         let (spi, version, hint) = (seg.header().spi(), seg.version(), seg.hint());
         let authenticated = match self.key_choice(spi, hint) {
-            Some(region) => self
-                .sa(spi, version, region)
-                .open_split(header, payload, icv)
-                .is_ok(),
+            Some(region) => {
+                let payload = received.bytes_mut()?;
+                self.sa(spi, version, region)
+                    .open_split(header, payload, icv)
+                    .is_ok()
+            }
             None => false,
         };
         let meta = SegmentMeta {
@@ -264,38 +320,52 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             seq: tcp.seq,
             authenticated,
         };
-        self.place(&meta, payload, Some(landed), now, gate)
-            .map(Some)
+        match received {
+            Received::Slot(slot) => {
+                let landed = Landed::Slot {
+                    addr: slot.addr(),
+                    bytes: slot.as_slice(),
+                };
+                self.place(&meta, landed, now, gate).map(Some)
+            }
+            Received::Bounce {
+                frame,
+                data,
+                len,
+                returns,
+            } => {
+                let lent = frame.lend(data, len, &returns)?;
+                self.place(&meta, Landed::Frame(lent), now, gate).map(Some)
+            }
+        }
     }
 
-    /// The source of a copy of `payload`: its bounce frame, or a copy of it.
-    fn source(&mut self, payload: &[u8], landed: Option<Landing>) -> Payload {
+    /// The source of a copy of the payload: its bounce frame, or a copy of it (a slot is
+    /// given back, and may be overwritten, as soon as the segment is handled).
+    fn source(&mut self, landed: Landed<'_>) -> Payload {
         match landed {
-            Some(Landing::Bounce(frame)) => Payload::Frame(frame),
-            Some(Landing::Slot(_)) => {
-                self.rescued_bytes += payload.len() as u64;
-                Payload::Owned(payload.to_vec())
+            Landed::Frame(frame) => Payload::Frame(frame),
+            Landed::Slot { bytes, .. } => {
+                self.rescued_bytes += bytes.len() as u64;
+                Payload::Owned(bytes.to_vec())
             }
-            None => Payload::Owned(payload.to_vec()),
+            Landed::Plain(bytes) => Payload::Owned(bytes.to_vec()),
         }
     }
 
     fn place(
         &mut self,
         meta: &SegmentMeta,
-        payload: &[u8],
-        mut landed: Option<Landing>,
+        landed: Landed<'_>,
         now: u64,
         gate: Gate<'_>,
     ) -> Result<Decision> {
-        let landed_at = match landed {
-            Some(Landing::Slot(addr)) => Some(addr),
-            _ => None,
-        };
+        let landed_at = landed.landed_at();
         let spi = meta.spi;
-        let len = payload.len() as u64;
+        let payload_len = landed.bytes().len();
+        let len = payload_len as u64;
         // A frame is far smaller than 4 GiB; saturate rather than wrap if not.
-        let len32 = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let len32 = u32::try_from(payload_len).unwrap_or(u32::MAX);
         self.count(spi, |c| c.payload.add(len));
         let decision = self.engine.decide(
             &Segment {
@@ -315,29 +385,28 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
                 self.record(p);
             }
             Decision::Copy(p, Reason::NotReady) => {
-                let in_frame = matches!(landed, Some(Landing::Bounce(_)));
-                let full = self.staged_bytes + payload.len() > self.max_staged_bytes
+                let in_frame = matches!(landed, Landed::Frame(_));
+                let full = self.staged_bytes + payload_len > self.max_staged_bytes
                     || (in_frame && self.staged_frames >= self.max_staged_frames);
                 if full {
                     self.count(spi, |c| c.reject(Reason::NotReady, len));
                 } else {
                     self.claim(p);
-                    self.staged_bytes += payload.len();
+                    self.staged_bytes += payload_len;
                     self.staged_frames += usize::from(in_frame);
-                    let src = self.source(payload, landed.take());
+                    let src = self.source(landed);
                     self.staged.push((spi, p, src));
                     self.count(spi, |c| c.staged.add(len));
                 }
             }
             Decision::Copy(p, _) => {
                 self.claim(p);
-                let src = self.source(payload, landed.take());
+                let src = self.source(landed);
                 self.copy(spi, p, src, gate)?;
             }
+            // A bounce frame not kept goes back to the plan here (on drop).
             Decision::Reject(reason) => self.count(spi, |c| c.reject(reason, len)),
         }
-        // A bounce frame not kept goes back to the plan here (on drop).
-        drop(landed);
         self.deliver()?;
         Ok(decision)
     }

@@ -24,7 +24,7 @@ pub mod ring;
 pub mod sys;
 
 pub use memory::{
-    Backing, FrameMut, FrameReturns, GUARD, Layout, LentFrame, MAX_UMEM_LEN, RegionSpan,
+    Backing, FrameMut, FrameReturns, GUARD, Layout, LentFrame, MAX_UMEM_LEN, RegionSpan, SlotMut,
     UmemMemory, XDP_PACKET_HEADROOM,
 };
 pub use plan::{FillPlanner, PlanStats, Posted, Prediction};
@@ -71,6 +71,14 @@ pub enum Error {
     /// A bounce frame that is lent, held by a [`FrameMut`] or being copied.
     #[error("bounce frame {0} is held")]
     FrameHeld(u32),
+    /// Region bytes held by a [`SlotMut`] (a received payload being opened in place).
+    #[error("UMEM bytes {addr:#x}+{len} are held by a received slot")]
+    SlotHeld {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: usize,
+    },
     /// An access outside the UMEM.
     #[error("UMEM access of {len} bytes at {addr:#x} is out of range")]
     OutOfRange {

@@ -17,14 +17,16 @@
 //! - [`LentFrame`]: one bounce frame held shared (`&[u8]`), owned (no lifetime: it is a
 //!   copy source that may wait in a queue or move to a copy thread). While it lives
 //!   writes to the frame are refused, and no [`FrameMut`] of it can be taken.
-//! - [`UmemMemory::slice_mut`] (`unsafe`): any range, for a payload opened in place where
-//!   it landed; exclusivity is the caller's contract (regions have no per-byte owner).
+//! - [`SlotMut`]: region bytes held exclusively (`&mut [u8]` through a borrow of it): a
+//!   payload that landed in a predicted slot, opened in place. While it lives, reads,
+//!   writes and other slots refuse its bytes.
 //!
 //! The per-frame state is one atomic word; a read or write of a bounce frame costs two
-//! atomic operations, region bytes cost none.
+//! atomic operations. Region bytes are checked against the held slots (at most one at a
+//! time in the receiver) under a read lock.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -280,11 +282,20 @@ pub struct UmemMemory {
     map: MmapRaw,
     backing: Backing,
     frames: FramePool,
+    /// Region ranges (mapping offset, length) held by [`SlotMut`]s. Copies and reads of
+    /// region bytes run under the read lock and refuse held ranges; taking or releasing a
+    /// slot takes the write lock, so no copy is under way into bytes a slot lends.
+    slots: RwLock<Vec<(usize, usize)>>,
+}
+
+/// True when `a..a+al` and `b..b+bl` share a byte.
+fn overlaps((a, al): (usize, usize), (b, bl): (usize, usize)) -> bool {
+    a < b.saturating_add(bl) && b < a.saturating_add(al)
 }
 
 impl UmemMemory {
     /// Maps `len` zeroed bytes (a multiple of 2 MiB) without a bounce pool: only copies
-    /// and [`UmemMemory::slice_mut`] reach it (no [`FrameMut`] or [`LentFrame`]).
+    /// and [`SlotMut`]s reach it (no [`FrameMut`] or [`LentFrame`]).
     ///
     /// # Errors
     /// [`Error::Io`] when even the ordinary mapping fails.
@@ -335,6 +346,7 @@ impl UmemMemory {
                 map: m.into(),
                 backing: Backing::HugePages,
                 frames,
+                slots: RwLock::new(Vec::new()),
             });
         }
         let m = MmapOptions::new()
@@ -347,6 +359,7 @@ impl UmemMemory {
             map: m.into(),
             backing: Backing::TransparentHugePages,
             frames,
+            slots: RwLock::new(Vec::new()),
         })
     }
 
@@ -397,14 +410,24 @@ impl UmemMemory {
     /// that is lent, held by a [`FrameMut`], or being read.
     pub fn write(&self, addr: u64, src: &[u8]) -> Result<()> {
         let start = self.check(addr, src.len())?;
+        let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+        if slots.iter().any(|s| overlaps(*s, (start, src.len()))) {
+            return Err(Error::SlotHeld {
+                addr,
+                len: src.len(),
+            });
+        }
         let frames = self.frames.touched(start, src.len());
         self.frames.acquire(frames.clone(), true)?;
         // SAFETY: start..start+len is inside the mapping (checked). No reference covers
-        // it: bounce frames in it are ours for the copy (acquired above), and region
-        // bytes are only referenced under slice_mut's contract. `src` may itself be UMEM
-        // (a lent bounce frame: then not one we hold), so the copy tolerates overlap.
+        // it: bounce frames in it are ours for the copy (acquired above), no SlotMut holds
+        // any of its region bytes (checked under the read lock, held until the copy is
+        // done), and region bytes are referenced only through SlotMuts.
+        // `src` may itself be UMEM (a lent bounce frame: then not one we hold), so the
+        // copy tolerates overlap.
         unsafe { std::ptr::copy(src.as_ptr(), self.as_mut_ptr().add(start), src.len()) };
         self.frames.release(frames, true);
+        drop(slots);
         Ok(())
     }
 
@@ -415,6 +438,13 @@ impl UmemMemory {
     /// held by a [`FrameMut`].
     pub fn read(&self, addr: u64, out: &mut [u8]) -> Result<()> {
         let start = self.check(addr, out.len())?;
+        let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+        if slots.iter().any(|s| overlaps(*s, (start, out.len()))) {
+            return Err(Error::SlotHeld {
+                addr,
+                len: out.len(),
+            });
+        }
         let frames = self.frames.touched(start, out.len());
         self.frames.acquire(frames.clone(), false)?;
         // SAFETY: inside the mapping (checked); bounce frames in it are held shared for
@@ -424,35 +454,37 @@ impl UmemMemory {
             std::ptr::copy_nonoverlapping(self.as_mut_ptr().add(start), out.as_mut_ptr(), out.len())
         };
         self.frames.release(frames, false);
+        drop(slots);
         Ok(())
     }
 
-    /// The bytes at `addr..addr+len`, mutable: a received payload opened in place where it
-    /// landed.
+    /// Takes the region bytes `addr..addr+len` exclusively: a payload that came back in an
+    /// RX descriptor in a predicted slot, to open in place. While the [`SlotMut`] lives,
+    /// [`UmemMemory::read`], [`UmemMemory::write`] (so every copy) and other slots refuse
+    /// these bytes.
+    ///
+    /// The kernel side is the caller's protocol, as for every fill address: the range
+    /// came back in an RX descriptor and is not posted again until the slot is dropped.
     ///
     /// # Errors
-    /// [`Error::OutOfRange`]; [`Error::FrameHeld`] when the range touches a bounce frame
-    /// that is held (a check, not a hold: the slice holds nothing).
-    ///
-    /// # Safety
-    /// For the lifetime of the slice, nothing else may access these bytes: they came back
-    /// in an RX descriptor (or are a region range no fill ring holds) and are posted
-    /// nowhere; no other slice, no [`UmemMemory::read`]/[`UmemMemory::write`] and no copy
-    /// engine touches them; and, for a bounce frame, no [`FrameMut`] or [`LentFrame`] of
-    /// it is taken or read.
-    #[allow(
-        clippy::mut_from_ref,
-        reason = "shared memory: exclusivity is this unsafe fn's contract"
-    )]
-    pub unsafe fn slice_mut(&self, addr: u64, len: usize) -> Result<&mut [u8]> {
+    /// [`Error::OutOfRange`]; [`Error::FrameHeld`] when the range touches the bounce pool
+    /// (take bounce frames with [`UmemMemory::frame_mut`]); [`Error::SlotHeld`] when
+    /// another slot holds some of the bytes.
+    pub fn slot_mut(&self, addr: u64, len: usize) -> Result<SlotMut<'_>> {
         let start = self.check(addr, len)?;
-        for i in self.frames.touched(start, len) {
-            if self.frames.state[i].load(Ordering::Acquire) != 0 {
-                return Err(Error::FrameHeld(u32::try_from(i).unwrap_or(u32::MAX)));
-            }
+        if let Some(i) = self.frames.touched(start, len).next() {
+            return Err(Error::FrameHeld(u32::try_from(i).unwrap_or(u32::MAX)));
         }
-        // SAFETY: inside the mapping (checked); exclusivity is the caller's contract.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.as_mut_ptr().add(start), len) })
+        let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+        if slots.iter().any(|s| overlaps(*s, (start, len))) {
+            return Err(Error::SlotHeld { addr, len });
+        }
+        slots.push((start, len));
+        Ok(SlotMut {
+            memory: self,
+            start,
+            len,
+        })
     }
 
     /// Takes bounce frame `index` exclusively, e.g. to build a frame to transmit in it.
@@ -479,6 +511,53 @@ impl UmemMemory {
     /// Mapping offset and length of frame `index` (in the pool: checked by the callers).
     fn frame_span(&self, index: u32) -> (usize, usize) {
         self.frames.span(index)
+    }
+}
+
+/// Region bytes held exclusively ([`UmemMemory::slot_mut`]): a received payload, opened in
+/// place where it landed. Its bytes are reached only through this value until it is
+/// dropped.
+#[derive(Debug)]
+pub struct SlotMut<'a> {
+    memory: &'a UmemMemory,
+    start: usize,
+    len: usize,
+}
+
+impl SlotMut<'_> {
+    /// The UMEM address of the first byte.
+    pub fn addr(&self) -> u64 {
+        self.start as u64
+    }
+
+    /// The bytes, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: inside the mapping (checked in slot_mut); held exclusively by this value
+        // (registered in `slots`: reads, writes and other slots refuse it; it is not in the
+        // bounce pool, so no FrameMut or LentFrame reaches it), and the slice borrows this
+        // value mutably.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.memory.as_mut_ptr().add(self.start), self.len)
+        }
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: as in `as_mut_slice`; the slice borrows this value.
+        unsafe { std::slice::from_raw_parts(self.memory.as_mut_ptr().add(self.start), self.len) }
+    }
+}
+
+impl Drop for SlotMut<'_> {
+    fn drop(&mut self) {
+        let mut slots = self
+            .memory
+            .slots
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = slots.iter().position(|s| *s == (self.start, self.len)) {
+            slots.swap_remove(i);
+        }
     }
 }
 
@@ -877,8 +956,10 @@ mod tests {
             LentFrame::new(&m, &l, &returns, 1, data, 7).is_err(),
             "lent once"
         );
-        // SAFETY: refused before a slice is made.
-        assert!(unsafe { m.slice_mut(data, 7) }.is_err());
+        assert!(
+            m.slot_mut(data, 7).is_err(),
+            "bounce bytes are never a slot"
+        );
         // Reads may share it.
         let mut out = [0u8; 7];
         m.read(data, &mut out).unwrap();
@@ -957,5 +1038,39 @@ mod tests {
         for i in 0..4 {
             assert!(m.frame_mut(i).is_ok());
         }
+    }
+
+    #[test]
+    fn a_held_slot_is_reached_only_through_its_token() {
+        let l = Layout::new(&[(1, 1 << 20)], 8, 2048).unwrap();
+        let m = UmemMemory::with_layout(&l).unwrap();
+        let at = l.region(1).unwrap().base + 1000;
+        let mut slot = m.slot_mut(at, 100).unwrap();
+        slot.as_mut_slice().copy_from_slice(&[7; 100]);
+        // Copies and reads of any of its bytes are refused, others go on.
+        assert!(matches!(
+            m.write(at + 99, &[1, 2]),
+            Err(Error::SlotHeld { .. })
+        ));
+        assert!(matches!(
+            m.read(at - 1, &mut [0; 2]),
+            Err(Error::SlotHeld { .. })
+        ));
+        assert!(matches!(
+            m.slot_mut(at + 50, 10),
+            Err(Error::SlotHeld { .. })
+        ));
+        m.write(at + 100, &[9]).unwrap();
+        assert_eq!(slot.addr(), at);
+        assert_eq!(slot.as_slice(), &[7; 100]);
+        drop(slot);
+        let mut out = [0; 3];
+        m.read(at + 98, &mut out).unwrap();
+        assert_eq!(out, [7, 7, 9]);
+        // Bounce frames are taken with frame_mut, never as slots.
+        assert!(matches!(
+            m.slot_mut(l.bounce_addr(2) + 256, 10),
+            Err(Error::FrameHeld(_))
+        ));
     }
 }
