@@ -107,7 +107,7 @@ fn window_matches(memory: &UmemMemory, addr: u64, len: u64, expected: &str) -> b
     let mut buf = vec![0u8; 256 << 10];
     let mut at = 0;
     while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
+        let n = usize::try_from(len - at).map_or(buf.len(), |left| left.min(buf.len()));
         if memory.read(addr + at, &mut buf[..n]).is_err() {
             return false;
         }

@@ -262,7 +262,7 @@ struct Io {
 
 /// Runs the live receiver until --max-seconds, a signal, or --sessions completed sessions.
 pub fn run(args: &LiveArgs) -> Result<Report> {
-    if !testbed::is_root() {
+    if !umem::is_root() {
         bail!(
             "zc-recv live needs root: loading XDP programs and AF_XDP sockets require CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW"
         );
@@ -526,7 +526,7 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
     fn on_event(&mut self, event: Event, now: Duration, now_i: Instant) {
         let (conn, request, reply) = match event {
             Event::Closed { conn } => {
-                for g in self.table.close(&mut self.rx.engine, ConnId(conn)) {
+                for g in self.table.close(&mut self.rx.placement, ConnId(conn)) {
                     self.retire(g);
                 }
                 // Their answers would go nowhere.
@@ -541,7 +541,7 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         };
         let response = match self
             .table
-            .handle(&mut self.rx.engine, ConnId(conn), &request, now)
+            .handle(&mut self.rx.placement, ConnId(conn), &request, now)
         {
             Action::Reply(r) => r,
             Action::SessionOpened { spi, version } => Response::Session {
@@ -575,9 +575,9 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         };
         let g = entry.grant;
         self.rx.track_grant(id, g.len);
-        let base = self.rx.engine.region(g.region_id).map_or(0, |r| r.base);
+        let base = self.rx.placement.region(g.region_id).map_or(0, |r| r.base);
         let active =
-            self.rx.engine.region(g.region_id).and_then(|r| r.active) == Some(g.generation);
+            self.rx.placement.region(g.region_id).and_then(|r| r.active) == Some(g.generation);
         let p = Predicted {
             queue: entry.queue,
             mss: entry.mss,
@@ -799,7 +799,7 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
 
     /// Moves the plan's cursor after segment at `region_offset` of grant `gid` arrived.
     fn observed(&mut self, q: usize, gid: GrantId, region_offset: u64) {
-        let (Some(g), Some(window)) = (self.predicted.get_mut(&gid), self.rx.engine.grant(gid))
+        let (Some(g), Some(window)) = (self.predicted.get_mut(&gid), self.rx.placement.grant(gid))
         else {
             return;
         };
@@ -862,7 +862,7 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
             return None;
         }
         let report = GrantReport::new(&entry.grant, p, None);
-        if self.table.finish(&mut self.rx.engine, gid).is_none() {
+        if self.table.finish(&mut self.rx.placement, gid).is_none() {
             let _ = c.reply.send(Response::Error {
                 message: format!("grant {gid} is no longer open"),
             });
@@ -872,7 +872,7 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         self.rx.drop_grant(gid);
         self.predicted.remove(&gid);
         let w = entry.grant;
-        let base = self.rx.engine.region(w.region_id).map_or(0, |r| r.base) + w.offset;
+        let base = self.rx.placement.region(w.region_id).map_or(0, |r| r.base) + w.offset;
         Some(DigestJob {
             addr: base,
             len: w.len,
@@ -911,7 +911,7 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
 
     /// Every ~100 ms: revoke grants past their timeout, release drained windows.
     fn tick(&mut self, now: Duration) {
-        for g in self.table.expire(&mut self.rx.engine, now) {
+        for g in self.table.expire(&mut self.rx.placement, now) {
             self.retire(g);
         }
         self.release_drained();
@@ -1052,7 +1052,7 @@ fn stray_bytes(memory: &UmemMemory, base: u64, windows: &receive_core::RegionWin
     let mut buf = vec![0u8; 1 << 20];
     let (mut stray, mut at) = (0u64, 0u64);
     while at < windows.len() {
-        let n = (windows.len() - at).min(buf.len() as u64) as usize;
+        let n = usize::try_from(windows.len() - at).map_or(buf.len(), |left| left.min(buf.len()));
         if memory.read(base + at, &mut buf[..n]).is_err() {
             break;
         }

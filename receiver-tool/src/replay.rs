@@ -277,8 +277,8 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
     let mut grants_by_spi: HashMap<u32, Vec<GrantReport>> = HashMap::new();
     let mut grants_ok = Vec::new();
     let mut missing_bytes = 0;
-    for id in rx.engine.grant_ids() {
-        let Some(g) = rx.engine.grant(id) else {
+    for id in rx.placement.grant_ids() {
+        let Some(g) = rx.placement.grant(id) else {
             continue;
         };
         let Some(p) = rx.progress.get(&id) else {
@@ -286,7 +286,7 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
             continue;
         };
         let region = rx
-            .engine
+            .placement
             .region(g.region_id)
             .context("grant without region")?;
         let bytes = target.read(region.base + g.offset, usize::try_from(g.len)?)?;

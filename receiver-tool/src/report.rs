@@ -193,6 +193,18 @@ impl Report {
                 sum("rx_ring_full")
             ));
         }
+        if let Some(c) = &self.control {
+            s.push_str(&format!(
+                "  control: {} sessions ({} completed), {} requests and {} connections refused, grants revoked: {} on close, {} timed out; {} input errors\n",
+                c.sessions,
+                c.completed_sessions,
+                c.refused_requests,
+                c.refused_connections,
+                c.revoked_on_close,
+                c.grants_timed_out,
+                c.input_errors
+            ));
+        }
         for st in &self.streams {
             let complete = st.grants.iter().filter(|g| g.complete).count();
             s.push_str(&format!(
@@ -290,6 +302,27 @@ mod tests {
             regions: Vec::new(),
             control: None,
         }
+    }
+
+    #[test]
+    fn human_report_shows_the_control_plane_when_live() {
+        let mut r = report(None);
+        assert!(!r.human().contains("control:"));
+        r.control = Some(ControlReport {
+            sessions: 3,
+            completed_sessions: 1,
+            refused_requests: 574,
+            refused_connections: 136,
+            revoked_on_close: 1,
+            grants_timed_out: 0,
+            abandoned_bytes: 0,
+            input_errors: 2,
+        });
+        let text = r.human();
+        assert!(
+            text.contains("3 sessions (1 completed), 574 requests and 136 connections refused"),
+            "{text}"
+        );
     }
 
     #[test]

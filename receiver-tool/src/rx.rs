@@ -134,7 +134,7 @@ struct SegmentMeta {
 
 /// The receive path's state.
 pub struct RxPath<T: CopyTarget, E: CopyEngine<Payload>> {
-    pub engine: PlacementEngine,
+    pub placement: PlacementEngine,
     keys: MasterKeys,
     sas: HashMap<(u32, Version, Option<u32>), Sa>,
     pipeline: CopyPipeline<T, E, Payload, CopyTag>,
@@ -167,17 +167,17 @@ pub struct RxPath<T: CopyTarget, E: CopyEngine<Payload>> {
 
 impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
     pub fn new(
-        engine: PlacementEngine,
+        placement: PlacementEngine,
         keys: MasterKeys,
         pipeline: CopyPipeline<T, E, Payload, CopyTag>,
         max_staged_bytes: usize,
     ) -> Self {
-        let progress = engine
+        let progress = placement
             .grant_ids()
-            .filter_map(|g| Some((g, GrantProgress::new(engine.grant(g)?.len))))
+            .filter_map(|g| Some((g, GrantProgress::new(placement.grant(g)?.len))))
             .collect();
         Self {
-            engine,
+            placement,
             keys,
             sas: HashMap::new(),
             pipeline,
@@ -227,10 +227,10 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
     /// Whether to try opening a segment of `spi` with `hint`, and with which region key:
     /// `None` = do not open (unknown SA), `Some(region)` = open with that key.
     fn key_choice(&self, spi: u32, hint: Option<psp::Hint>) -> Option<Option<u32>> {
-        if self.engine.policy().access == AccessControl::RegionBoundKeys {
+        if self.placement.policy().access == AccessControl::RegionBoundKeys {
             hint.map(|h| Some(h.region_id))
         } else {
-            self.engine.has_sa(spi).then_some(None)
+            self.placement.has_sa(spi).then_some(None)
         }
     }
 
@@ -367,7 +367,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         // A frame is far smaller than 4 GiB; saturate rather than wrap if not.
         let len32 = u32::try_from(payload_len).unwrap_or(u32::MAX);
         self.count(spi, |c| c.payload.add(len));
-        let decision = self.engine.decide(
+        let decision = self.placement.decide(
             &Segment {
                 spi,
                 authenticated: meta.authenticated,
@@ -453,7 +453,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
     fn claim(&mut self, p: Placement) {
         let Some(g) = p.grant else { return };
         if let Some(start) = self
-            .engine
+            .placement
             .grant(g)
             .and_then(|grant| p.region_offset.checked_sub(grant.offset))
         {
@@ -476,7 +476,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         // A revoked grant's id names nothing (ids are generational): its late copies
         // count for no one.
         let Some(start) = self
-            .engine
+            .placement
             .grant(g)
             .and_then(|grant| p.region_offset.checked_sub(grant.offset))
         else {
@@ -522,7 +522,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
     /// backlog does not stall the fill rings). Returns the regions activated.
     pub fn activate(&mut self, now: u64, gate: Gate<'_>, budget: usize) -> Result<Vec<u32>> {
         let mut activated = Vec::new();
-        self.engine.advance(now, |r| activated.push(r.id));
+        self.placement.advance(now, |r| activated.push(r.id));
         if !activated.is_empty() {
             let (ready, waiting): (Vec<_>, Vec<_>) = self
                 .staged
@@ -554,11 +554,11 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
     /// Whether a staged placement may still be copied now: its region's active generation
     /// is the one its hint named, and its grant (if any) was not revoked.
     fn still_placeable(&self, p: &Placement) -> std::result::Result<(), Reason> {
-        let active = self.engine.region(p.region_id).and_then(|r| r.active);
+        let active = self.placement.region(p.region_id).and_then(|r| r.active);
         if active != Some(p.generation) {
             return Err(Reason::StaleGeneration);
         }
-        if p.grant.is_some_and(|g| self.engine.grant(g).is_none()) {
+        if p.grant.is_some_and(|g| self.placement.grant(g).is_none()) {
             return Err(Reason::NotGranted);
         }
         Ok(())

@@ -247,9 +247,10 @@ impl Transmit for PacketTx {
     ) -> Result<Option<Prepared>> {
         let frame = match self.free.pop() {
             Some(f) => f,
-            None if (self.frames.len() as u32) < self.limit => {
+            None if self.frames.len() < self.limit as usize => {
+                let index = u32::try_from(self.frames.len()).unwrap_or(u32::MAX);
                 self.frames.push(vec![0; FRAME_SIZE as usize]);
-                self.frames.len() as u32 - 1
+                index
             }
             None => return Ok(None),
         };
@@ -284,7 +285,7 @@ impl Transmit for PacketTx {
 
     fn make_room(&mut self) -> Result<()> {
         // Frames come back as soon as they are submitted.
-        if self.free.is_empty() && self.frames.len() as u32 >= self.limit {
+        if self.free.is_empty() && self.frames.len() >= self.limit as usize {
             bail!(
                 "all {} frames are prepared and none was submitted",
                 self.limit

@@ -31,6 +31,13 @@ pub use plan::{FillPlanner, PlanStats, Posted, Prediction};
 pub use ring::{Consumer, Producer};
 pub use sys::{BindMode, Socket, SocketConfig, Umem, XskStats};
 
+/// True when the process runs as root (owns its /proc entry as uid 0), which AF_XDP
+/// sockets, XDP programs and packet sockets need.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// An RX/TX descriptor (struct xdp_desc).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -205,7 +205,7 @@ impl FillPlanner {
             }
             q.posted.push_back((addr, posted));
         }
-        n as u32
+        u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     /// An RX descriptor on `queue` came back with fill address `addr`: what it was
@@ -215,12 +215,12 @@ impl FillPlanner {
         let at = q.posted.iter().position(|(a, _)| *a == addr)?;
         let shift = self.layout.landing_shift();
         for (a, posted) in q.posted.drain(..=at) {
-            if let Posted::Slot { .. } = posted {
-                if let Some(n) = self.outstanding_slots.get_mut(&(a + shift)) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.outstanding_slots.remove(&(a + shift));
-                    }
+            if let Posted::Slot { .. } = posted
+                && let Some(n) = self.outstanding_slots.get_mut(&(a + shift))
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.outstanding_slots.remove(&(a + shift));
                 }
             }
             if a == addr {

@@ -179,7 +179,7 @@ impl Writer {
             version_minor: 4,
             ts_correction: 0,
             ts_accuracy: 0,
-            snaplen: MAX_FRAME as u32,
+            snaplen: u32::try_from(MAX_FRAME).unwrap_or(u32::MAX),
             datalink: DataLink::ETHERNET,
             ts_resolution: TsResolution::MicroSecond,
             endianness: Endianness::native(),

@@ -104,7 +104,7 @@ pub(crate) fn ipv4_checksum(header: &[u8]) -> u16 {
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    !u16::try_from(sum & 0xffff).unwrap_or(0)
 }
 
 fn read_config(path: &PathBuf) -> Result<String> {

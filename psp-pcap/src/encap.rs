@@ -276,7 +276,7 @@ impl Encryptor {
         out.extend_from_slice(&src_port.to_be_bytes());
         out.extend_from_slice(&psp::UDP_PORT.to_be_bytes());
         // The reference truncates to 16 bits; frames are at most 9014 bytes.
-        out.extend_from_slice(&(len as u16).to_be_bytes());
+        out.extend_from_slice(&u16::try_from(len & 0xffff).unwrap_or(0).to_be_bytes());
         out.extend_from_slice(&[0, 0]);
     }
 }
