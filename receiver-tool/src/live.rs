@@ -79,6 +79,34 @@ impl std::str::FromStr for RegionArg {
     }
 }
 
+/// Whether to bind the AF_XDP sockets in zero-copy mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ZeroCopy {
+    /// Copy mode (the kernel copies each frame's payload into the UMEM).
+    Off,
+    /// Zero-copy (the NIC DMAs whole frames into the UMEM); refused when the driver cannot.
+    On,
+}
+
+/// The bind mode `zero_copy` asks for on `iface`.
+///
+/// Zero-copy is never chosen on its own: on a zero-copy NIC every frame lands whole
+/// (headers first, ICV after), so each payload sits a header's length after its slot and
+/// reaches into the next one. Until the receiver places whole frames (the zero-copy landing
+/// issue), `--zero-copy on` is for experiments only and says so.
+fn bind_mode(zero_copy: ZeroCopy, iface: &str) -> Result<BindMode> {
+    match zero_copy {
+        ZeroCopy::Off => Ok(BindMode::Copy),
+        ZeroCopy::On if umem::sys::zero_copy_supported(iface, 0) => {
+            tracing::warn!(
+                "zero-copy bind: whole frames land in the UMEM, so payloads land a header's length after their slots and are copied; slots may be overrun (experimental)"
+            );
+            Ok(BindMode::ZeroCopy)
+        }
+        ZeroCopy::On => bail!("--zero-copy on: {iface} does not support AF_XDP zero-copy"),
+    }
+}
+
 /// Copy backend for payloads that did not land in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EngineKind {
@@ -121,6 +149,10 @@ pub struct LiveArgs {
     /// of a new grant land in them: a small depth costs fewer copies per grant).
     #[arg(long, default_value_t = 64)]
     pub bounce_depth: u32,
+    /// AF_XDP bind mode. Off (copy mode) by default: zero-copy NICs land whole frames,
+    /// which direct placement does not handle yet.
+    #[arg(long, value_enum, default_value = "off")]
+    pub zero_copy: ZeroCopy,
     /// Wait with poll(2) and need-wakeup instead of busy polling.
     #[arg(long)]
     pub poll: bool,
@@ -279,12 +311,7 @@ pub fn run(args: &LiveArgs) -> Result<Report> {
     let umem = Umem::new(Arc::clone(&memory), layout.clone(), fill_size)
         .context("registering the UMEM")?;
     let mut program = XdpProgram::attach(&args.iface)?;
-    // Zero-copy where the driver supports it (probed first: see SocketConfig::mode).
-    let mode = if umem::sys::zero_copy_supported(&args.iface, 0) {
-        BindMode::ZeroCopy
-    } else {
-        BindMode::Copy
-    };
+    let mode = bind_mode(args.zero_copy, &args.iface)?;
     let mut sockets: Vec<Socket> = Vec::new();
     for q in 0..args.queues {
         let s = umem.socket(&SocketConfig {

@@ -170,6 +170,10 @@ fn one_in_order_stream_lands_directly() {
         &["--message-bytes", "16777216"],
     );
     let r = &o.recv;
+    assert_eq!(
+        r["xsk_stats"]["queue0"]["mode"], "copy",
+        "copy mode by default"
+    );
     assert_eq!(r["verified"], true, "{r}");
     // Payload counts retransmissions too (a busy machine may drop a few): compare the
     // directly placed bytes with the message.
@@ -711,4 +715,23 @@ fn a_hostile_control_client_cannot_hurt_other_sessions() {
     );
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(r["regions"][0]["stray_bytes"], 0);
+}
+
+/// Zero-copy is bound only when asked, and refused where the driver cannot (veth).
+#[test]
+fn zero_copy_is_bound_only_when_asked() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let tb = Testbed::up("zce2ezc", 1).expect("test hosts");
+    let out = Testbed::command_in(&tb.receiver_ns(), env!("CARGO_BIN_EXE_zc-recv"))
+        .args(["live", "--iface", &tb.receiver_if(), "--region", "1:1M"])
+        .args(["--zero-copy", "on", "--no-progress", "--max-seconds", "5"])
+        .output()
+        .expect("run zc-recv");
+    drop(tb);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("does not support AF_XDP zero-copy"), "{err}");
 }
