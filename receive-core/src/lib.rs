@@ -6,6 +6,7 @@
 //! - [`grant_table`]: sessions, SAs, grants and windows from the first control request to
 //!   the window's release, with ownership per connection, revocation on close and a grant
 //!   timeout;
+//! - [`pairing`]: each RX descriptor with its header record, per queue, with counters;
 //! - [`drive`]: plays arbitrary event sequences against the grant table, checking its
 //!   invariants (property test and fuzz target).
 
@@ -14,6 +15,7 @@
 pub mod drive;
 pub mod error;
 pub mod grant_table;
+pub mod pairing;
 pub mod windows;
 
 pub use error::{RequestError, SetupError, WindowError};
@@ -21,4 +23,5 @@ pub use grant_table::{
     Action, ConnId, GrantEntry, GrantState, GrantTable, Limits, RegionSpec, Revoked, TableStats,
     engine_time,
 };
+pub use pairing::{Pairing, PairingStats};
 pub use windows::{RegionWindows, WINDOW_GAP};

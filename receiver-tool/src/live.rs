@@ -3,7 +3,7 @@
 //! control plane; then pairs each RX descriptor with its header record, opens the segment
 //! where it landed, and lets the placement engine decide.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +20,7 @@ use placement::copy::pipeline::CopyPipeline;
 use placement::copy::{CopyEngine, CopyTarget};
 use placement::{Decision, GrantId, PlacementEngine, Policy};
 use psp::{MasterKey, MasterKeys};
-use receive_core::{Action, ConnId, GrantTable, Limits, RegionSpec, engine_time};
+use receive_core::{Action, ConnId, GrantTable, Limits, Pairing, RegionSpec, engine_time};
 use umem::{
     BindMode, Desc, FillPlanner, FrameReturns, Layout, Posted, Prediction, Socket, SocketConfig,
     Umem, UmemMemory,
@@ -244,9 +244,6 @@ struct Checking {
 /// Counters of the loop's own checks.
 #[derive(Debug, Default, Clone, Copy)]
 struct LoopCounters {
-    unpaired_desc: u64,
-    unpaired_records: u64,
-    seq_gaps: u64,
     bad_records: u64,
     /// Segments, activations or copies that failed on bad input: counted and logged, the
     /// receiver goes on.
@@ -359,7 +356,7 @@ struct Receiver<'a, T: CopyTarget, E: CopyEngine<Payload>> {
     draining: Vec<GrantId>,
     finished: HashMap<u32, Vec<GrantReport>>,
     digests: DigestWorker<Checking>,
-    expected_seq: Vec<Option<u32>>,
+    pairing: Pairing,
     counters: LoopCounters,
     returns: FrameReturns,
     returned: Vec<u32>,
@@ -404,7 +401,6 @@ fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
     let start = Instant::now();
     let bar = progress_bar(args.no_progress);
     let mut last_tick = start;
-    let mut records: Vec<VecDeque<HeaderRecord>> = vec![VecDeque::new(); io.sockets.len()];
     let mut descs: Vec<Vec<Desc>> = vec![Vec::new(); io.sockets.len()];
     let reached_goal = loop {
         let now_i = Instant::now();
@@ -431,7 +427,7 @@ fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
             break true;
         }
         r.activate(now);
-        let got = r.receive(&mut io, &mut descs, &mut records, now_i, now);
+        let got = r.receive(&mut io, &mut descs, now_i, now);
         if let Err(e) = r.rx.poll_copies() {
             r.input_error(format_args!("copies: {e:#}"));
         }
@@ -533,7 +529,7 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
             draining: Vec::new(),
             finished: HashMap::new(),
             digests: DigestWorker::start(Arc::clone(memory)).context("digest thread")?,
-            expected_seq: vec![None; queues],
+            pairing: Pairing::new(queues),
             counters: LoopCounters::default(),
             returns: FrameReturns::default(),
             returned: Vec::new(),
@@ -675,7 +671,6 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         &mut self,
         io: &mut Io,
         descs: &mut [Vec<Desc>],
-        records: &mut [VecDeque<HeaderRecord>],
         now_i: Instant,
         now: Duration,
     ) -> u32 {
@@ -700,34 +695,14 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
                 got += r.consume(&mut descs[q], 256);
             }
         }
-        self.counters.bad_records += io.program.drain_headers(|r| {
-            if let Some(q) = records.get_mut(r.queue as usize) {
-                q.push_back(r);
-            }
-        });
+        let pairing = &mut self.pairing;
+        self.counters.bad_records += io.program.drain_headers(|r| pairing.push(r));
         for q in 0..descs.len() {
             for d in std::mem::take(&mut descs[q]) {
-                self.on_descriptor(q, d, &mut records[q], now_i, now);
+                self.on_descriptor(q, d, now_i, now);
             }
         }
         got
-    }
-
-    /// Pairs a received payload with its header record: same length, same first payload
-    /// bytes (still ciphertext: the record was taken before the payload was opened).
-    fn pair(
-        &mut self,
-        payload: &[u8],
-        records: &mut VecDeque<HeaderRecord>,
-    ) -> Option<HeaderRecord> {
-        while let Some(r) = records.pop_front() {
-            let tag = r.tag_bytes();
-            if r.payload_len as usize == payload.len() && payload.get(..tag.len()) == Some(tag) {
-                return Some(r);
-            }
-            self.counters.unpaired_records += 1;
-        }
-        None
     }
 
     /// Takes the bytes an RX descriptor brought, exclusively: the bounce frame (the plan
@@ -747,22 +722,16 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
 
     /// One RX descriptor: take its bytes, pair them, open them where they landed, decide,
     /// account, return the slot.
-    fn on_descriptor(
-        &mut self,
-        q: usize,
-        d: Desc,
-        records: &mut VecDeque<HeaderRecord>,
-        now_i: Instant,
-        now: Duration,
-    ) {
+    fn on_descriptor(&mut self, q: usize, d: Desc, now_i: Instant, now: Duration) {
         let posted = self.planner.consumed(q, d.base());
         let (data, len) = (d.data_addr(), d.len as usize);
         match self.take_received(posted, data, len) {
             Ok(mut received) => {
+                let pairing = &mut self.pairing;
                 let record = received
                     .bytes_mut()
                     .ok()
-                    .and_then(|payload| self.pair(payload, records));
+                    .and_then(|payload| pairing.pair(q, payload));
                 match record {
                     Some(r) => {
                         if let Err(e) = self.on_segment(q, &r, received, now_i, now) {
@@ -770,7 +739,7 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
                         }
                     }
                     // Dropping `received` returns a bounce frame to the plan.
-                    None => self.counters.unpaired_desc += 1,
+                    None => {}
                 }
             }
             Err(e) => {
@@ -800,12 +769,6 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         now_i: Instant,
         now: Duration,
     ) -> Result<()> {
-        if let Some(e) = self.expected_seq[q]
-            && r.seq != e
-        {
-            self.counters.seq_gaps += u64::from(r.seq.wrapping_sub(e));
-        }
-        self.expected_seq[q] = Some(r.seq.wrapping_add(1));
         if self.first_packet.is_none() {
             self.first_packet = Some(now_i);
             self.cpu_start = Some(cpu_now());
@@ -985,15 +948,17 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
             );
         }
         let plan = self.planner.stats();
+        let pairing = self.pairing.stats();
         let c = self.counters;
         xsk.insert(
             "receiver".into(),
             serde_json::json!({
                 "xdp_mode": io.program.mode,
                 "umem_backing": self.memory.backing().as_str(),
-                "unpaired_descriptors": c.unpaired_desc,
-                "unpaired_header_records": c.unpaired_records,
-                "header_seq_gaps": c.seq_gaps,
+                "unpaired_descriptors": pairing.unpaired_descriptors,
+                "unpaired_header_records": pairing.unpaired_records,
+                "header_seq_gaps": pairing.seq_gaps,
+                "foreign_header_records": pairing.foreign_records,
                 "bad_header_records": c.bad_records,
                 "slots_posted": plan.slots_posted,
                 "slots_not_posted_near_posted": plan.not_posted_near_posted,
