@@ -1,6 +1,6 @@
 //! Placement decisions for PSP placement hints, sans-IO: regions, grants, the flow
-//! allow-list, the address rule, the security checks, completion accounting, and the copy
-//! fallback (CPU or an I/OAT-class asynchronous engine model).
+//! allow-list, the address rule, the security checks and completion accounting. The copy
+//! fallback (threads, core pinning, clocks) is the `copy-fallback` crate.
 //!
 //! ```text
 //! address = region.base + hint.offset + (tcp.seq - hint.base_seq  mod 2^32)
@@ -9,9 +9,8 @@
 //! [`PlacementEngine::decide`] returns [`Decision::Direct`] when a payload landed exactly
 //! at its address, [`Decision::Copy`] when it must be copied there, or
 //! [`Decision::Reject`] with a [`Reason`]. Time is passed in; nothing here reads a clock or
-//! touches a socket. The only thread is the copy-engine model's worker.
+//! touches a socket, and no thread is started.
 
-pub mod copy;
 pub mod counters;
 pub mod engine;
 pub mod error;

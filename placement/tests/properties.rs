@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use placement::copy::VecTarget;
-use placement::copy::cpu::CpuEngine;
-use placement::copy::decider::Decider;
-use placement::copy::pipeline::CopyPipeline;
+use copy_fallback::VecTarget;
+use copy_fallback::cpu::CpuEngine;
+use copy_fallback::decider::Decider;
+use copy_fallback::pipeline::CopyPipeline;
 use placement::{Decision, Grant, GrantProgress, PlacementEngine, Policy, Reason, Segment};
 use proptest::prelude::*;
 use psp::Hint;
@@ -256,7 +256,7 @@ fn honest_transfer(
         match e.decide(&s, 0) {
             Decision::Direct(p) => {
                 prop_assert_eq!(p.addr, addr);
-                placement::copy::CopyTarget::write(&*target, addr, &message[start..end]).unwrap();
+                copy_fallback::CopyTarget::write(&*target, addr, &message[start..end]).unwrap();
                 progress.record(p.region_offset - offset, u64::from(p.len));
             }
             Decision::Copy(p, reason) => {

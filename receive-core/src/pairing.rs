@@ -97,7 +97,7 @@ mod tests {
         r.queue = queue;
         r.seq = seq;
         r.payload_len = len;
-        r.tag_len = xdp_common::TAG_LEN as u16;
+        r.tag_len = 8;
         r.tag = [first; xdp_common::TAG_LEN];
         r
     }

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use control::Response;
+use copy_fallback::cpu::CpuEngine;
+use copy_fallback::decider::Decider;
+use copy_fallback::ioat::{IoatConfig, IoatModel};
+use copy_fallback::pipeline::CopyPipeline;
+use copy_fallback::{CopyEngine, CopyTarget};
 use indicatif::{ProgressBar, ProgressStyle};
-use placement::copy::cpu::CpuEngine;
-use placement::copy::decider::Decider;
-use placement::copy::ioat::{IoatConfig, IoatModel};
-use placement::copy::pipeline::CopyPipeline;
-use placement::copy::{CopyEngine, CopyTarget};
 use placement::{Decision, GrantId, PlacementEngine, Policy};
 use psp::{MasterKey, MasterKeys};
 use receive_core::{Action, ConnId, GrantTable, Limits, Pairing, RegionSpec, engine_time};
@@ -189,10 +189,10 @@ pub struct LiveArgs {
 struct UmemTarget(Arc<UmemMemory>);
 
 impl CopyTarget for UmemTarget {
-    fn write(&self, addr: u64, src: &[u8]) -> placement::Result<()> {
+    fn write(&self, addr: u64, src: &[u8]) -> copy_fallback::Result<()> {
         self.0
             .write(addr, src)
-            .map_err(|_| placement::Error::CopyOutOfRange {
+            .map_err(|_| copy_fallback::Error::CopyOutOfRange {
                 addr,
                 len: src.len(),
             })
@@ -697,8 +697,8 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         }
         let pairing = &mut self.pairing;
         self.counters.bad_records += io.program.drain_headers(|r| pairing.push(r));
-        for q in 0..descs.len() {
-            for d in std::mem::take(&mut descs[q]) {
+        for (q, batch) in descs.iter_mut().enumerate() {
+            for d in batch.drain(..) {
                 self.on_descriptor(q, d, now_i, now);
             }
         }
@@ -732,14 +732,11 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
                     .bytes_mut()
                     .ok()
                     .and_then(|payload| pairing.pair(q, payload));
-                match record {
-                    Some(r) => {
-                        if let Err(e) = self.on_segment(q, &r, received, now_i, now) {
-                            self.input_error(format_args!("queue {q}: segment not handled: {e:#}"));
-                        }
-                    }
-                    // Dropping `received` returns a bounce frame to the plan.
-                    None => {}
+                // Unpaired: dropping `received` returns a bounce frame to the plan.
+                if let Some(r) = record
+                    && let Err(e) = self.on_segment(q, &r, received, now_i, now)
+                {
+                    self.input_error(format_args!("queue {q}: segment not handled: {e:#}"));
                 }
             }
             Err(e) => {

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use copy_fallback::VecTarget;
+use copy_fallback::cpu::CpuEngine;
+use copy_fallback::decider::Decider;
+use copy_fallback::pipeline::CopyPipeline;
 use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
-use placement::copy::VecTarget;
-use placement::copy::cpu::CpuEngine;
-use placement::copy::decider::Decider;
-use placement::copy::pipeline::CopyPipeline;
 use placement::{Grant, GrantId, PlacementEngine, Policy};
 use psp::{MasterKey, MasterKeys};
 use serde::Deserialize;

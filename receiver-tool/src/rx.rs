@@ -10,8 +10,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use anyhow::Result;
-use placement::copy::pipeline::{CopiedBy, CopyPipeline, Delivered};
-use placement::copy::{CopyEngine, CopyTarget};
+use copy_fallback::pipeline::{CopiedBy, CopyPipeline, Delivered};
+use copy_fallback::{CopyEngine, CopyTarget};
 use placement::{
     AccessControl, Counters, Decision, GrantId, GrantProgress, Placement, PlacementEngine,
     RangeSet, Reason, Segment,

@@ -1,13 +1,18 @@
 //! The copy pipeline under injected faults: every byte arrives once, at its place, and
 //! deliveries come in submission order.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test data: small numbers made into bytes"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use placement::copy::decider::{Decider, calibrate};
-use placement::copy::ioat::{ChannelFaults, IoatConfig, IoatModel};
-use placement::copy::pipeline::{CopiedBy, CopyPipeline};
-use placement::copy::{CopyEngine, Health, VecTarget};
+use copy_fallback::decider::{Decider, calibrate};
+use copy_fallback::ioat::{ChannelFaults, IoatConfig, IoatModel};
+use copy_fallback::pipeline::{CopiedBy, CopyPipeline};
+use copy_fallback::{CopyEngine, Health, VecTarget};
 
 const BASE: u64 = 0x1000_0000;
 const COPIES: usize = 600;

@@ -11,15 +11,20 @@
 //! - no source frame is returned (and so reused) before its copy has been executed;
 //! - every copy is delivered once, in submission order, and only after it was executed.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test data: small numbers made into bytes"
+)]
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use placement::Error;
-use placement::copy::decider::Decider;
-use placement::copy::pipeline::CopyPipeline;
-use placement::copy::{
+use copy_fallback::Error;
+use copy_fallback::decider::Decider;
+use copy_fallback::pipeline::CopyPipeline;
+use copy_fallback::{
     Completion, CopyEngine, CopyTarget, Descriptor, Health, RefuseReason, Refused,
 };
 use proptest::prelude::*;
@@ -48,7 +53,7 @@ struct Target {
 }
 
 impl CopyTarget for Target {
-    fn write(&self, addr: u64, src: &[u8]) -> placement::Result<()> {
+    fn write(&self, addr: u64, src: &[u8]) -> copy_fallback::Result<()> {
         let out = Error::CopyOutOfRange {
             addr,
             len: src.len(),

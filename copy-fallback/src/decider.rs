@@ -71,7 +71,11 @@ pub fn calibrate<T: CopyTarget, E: CopyEngine<Vec<u8>>>(
     let batch = 32;
     let mut done: Vec<Completion<Vec<u8>>> = Vec::with_capacity(batch);
     for &size in sizes {
-        let mut bufs: Vec<Vec<u8>> = (0..batch).map(|i| vec![i as u8; size]).collect();
+        let mut bufs: Vec<Vec<u8>> = (0u8..=u8::MAX)
+            .cycle()
+            .take(batch)
+            .map(|b| vec![b; size])
+            .collect();
         let (mut cpu, mut eng) = (Vec::new(), Vec::new());
         for _ in 0..rounds.max(1) {
             let t = Instant::now();

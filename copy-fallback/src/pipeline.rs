@@ -192,7 +192,7 @@ impl<T: CopyTarget, E: CopyEngine<B>, B: AsRef<[u8]>, Tag> CopyPipeline<T, E, B,
         dst: u64,
         len: u64,
         src: B,
-    ) -> core::result::Result<State<B>, (crate::Error, B)> {
+    ) -> core::result::Result<State<B>, (crate::error::Error, B)> {
         let src = if self.decider.use_engine(src.as_ref().len()) {
             match self.engine.submit(Descriptor { id, dst, src }) {
                 Ok(()) => {

@@ -13,12 +13,13 @@
 
 pub mod cpu;
 pub mod decider;
+pub mod error;
 pub mod ioat;
 pub mod pipeline;
 
 use std::sync::Mutex;
 
-use crate::error::{Error, Result};
+pub use crate::error::{Error, Result};
 
 /// Memory that copies write into, addressed like the placement engine's addresses.
 pub trait CopyTarget: Send + Sync + 'static {
