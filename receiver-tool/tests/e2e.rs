@@ -112,23 +112,7 @@ fn run_after(
             panic!("script in the sender's namespace failed ({ok}): {script}");
         }
     }
-    let send_status = Command::new("ip")
-        .args(["netns", "exec", &tb.sender_ns()])
-        .arg(zc_send())
-        .args([
-            "--control",
-            &listen,
-            "--iface",
-            &tb.sender_if(),
-            "--no-progress",
-            "--json",
-        ])
-        .arg(&send_json)
-        .args(send_args)
-        .stdout(Stdio::null())
-        .spawn()
-        .map(|mut c| wait(&mut c, Duration::from_secs(150), "zc-send"));
-    let send_status = send_status.expect("start zc-send");
+    let send_status = run_sender(&tb, send_args, &send_json);
     if !send_status.success() {
         // The receiver would wait for its sessions until --max-seconds.
         let _ = recv.kill();
@@ -605,25 +589,25 @@ exec 4<&-
 echo hostile done
 "#;
 
-fn sender_in(tb: &Testbed, args: &[&str], json: &std::path::Path) -> Value {
+/// Runs zc-send with `args` in the sender's namespace of `tb`, its JSON report to `json`.
+fn run_sender(tb: &Testbed, args: &[&str], json: &std::path::Path) -> std::process::ExitStatus {
     let listen = format!("{RECEIVER_IP}:7000");
-    let status = Command::new("ip")
+    Command::new("ip")
         .args(["netns", "exec", &tb.sender_ns()])
         .arg(zc_send())
-        .args([
-            "--control",
-            &listen,
-            "--iface",
-            &tb.sender_if(),
-            "--no-progress",
-        ])
-        .arg("--json")
+        .args(["--control", &listen, "--iface", &tb.sender_if()])
+        .args(["--no-progress", "--json"])
         .arg(json)
         .args(args)
         .stdout(Stdio::null())
         .spawn()
-        .map(|mut c| wait(&mut c, Duration::from_secs(120), "zc-send"))
-        .expect("start zc-send");
+        .map(|mut c| wait(&mut c, Duration::from_secs(150), "zc-send"))
+        .expect("start zc-send")
+}
+
+/// As [`run_sender`], asserting success; returns the sender's report.
+fn sender_in(tb: &Testbed, args: &[&str], json: &std::path::Path) -> Value {
+    let status = run_sender(tb, args, json);
     assert!(status.success(), "zc-send failed: {status}");
     serde_json::from_str(&std::fs::read_to_string(json).expect("sender report")).expect("JSON")
 }
