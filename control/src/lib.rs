@@ -72,22 +72,7 @@ pub enum Response {
         mac: String,
     },
     /// Window granted.
-    Granted {
-        /// Grant id (generational: a revoked grant's id is never reused).
-        grant: u64,
-        /// Region id for the hint.
-        region: u32,
-        /// Region generation for the hint.
-        generation: u16,
-        /// Offset of the window in the region.
-        offset: u64,
-        /// Bytes of the window.
-        len: u64,
-        /// TCP sequence number of the window's first byte.
-        base_seq: u32,
-        /// Payload bytes per segment.
-        mss: u32,
-    },
+    Granted(Granted),
     /// A window's state after [`Request::Complete`].
     Status {
         /// Grant id (generational: a revoked grant's id is never reused).
@@ -106,6 +91,25 @@ pub enum Response {
         /// Why.
         message: String,
     },
+}
+
+/// A granted window: where the sender's segments go and what their hints say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    /// Grant id (generational: a revoked grant's id is never reused).
+    pub grant: u64,
+    /// Region id for the hint.
+    pub region: u32,
+    /// Region generation for the hint.
+    pub generation: u16,
+    /// Offset of the window in the region.
+    pub offset: u64,
+    /// Bytes of the window.
+    pub len: u64,
+    /// TCP sequence number of the window's first byte.
+    pub base_seq: u32,
+    /// Payload bytes per segment.
+    pub mss: u32,
 }
 
 /// Errors of the control plane.
@@ -172,6 +176,24 @@ mod tests {
             },
             Request::Bye,
         ];
+        let granted = Response::Granted(Granted {
+            grant: 1 << 32,
+            region: 2,
+            generation: 1,
+            offset: 4096,
+            len: 1 << 20,
+            base_seq: 7,
+            mss: 1400,
+        });
+        let mut line = Vec::new();
+        write(&mut line, &granted).unwrap();
+        assert!(
+            String::from_utf8_lossy(&line)
+                .starts_with("{\"type\":\"granted\",\"grant\":4294967296,"),
+            "the wire form is flat"
+        );
+        let mut r = std::io::Cursor::new(line);
+        assert_eq!(read::<Response>(&mut r).unwrap(), Some(granted));
         let mut buf = Vec::new();
         for m in &msgs {
             write(&mut buf, m).unwrap();

@@ -432,7 +432,7 @@ impl GrantTable {
             },
         );
         self.sessions.entry(conn).or_default().grants.insert(id);
-        let reply = Response::Granted {
+        let reply = Response::Granted(control::Granted {
             grant: id.to_wire(),
             region,
             generation: grant.generation,
@@ -440,7 +440,7 @@ impl GrantTable {
             len: ask.len,
             base_seq: ask.base_seq,
             mss: ask.mss,
-        };
+        });
         Ok(Action::Granted { grant: id, reply })
     }
 

@@ -48,14 +48,3 @@ impl Control {
         }
     }
 }
-
-/// A granted window.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Window {
-    pub(crate) grant: u64,
-    pub(crate) region: u32,
-    pub(crate) generation: u16,
-    pub(crate) offset: u64,
-    pub(crate) len: u64,
-    pub(crate) base_seq: u32,
-}

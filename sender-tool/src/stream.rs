@@ -4,12 +4,12 @@
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
-use control::{Request, Response};
+use control::{Granted, Request, Response};
 use psp::{DerivedKey, FlowTemplate, FrameBuilder, Hint, IpEndpoints, Sa, SegmentSpec, Version};
 
 use crate::check;
 use crate::cli::{Cli, Lie, parse_mac};
-use crate::control_client::{Control, Window};
+use crate::control_client::Control;
 use crate::schedule::Rng;
 
 /// One stream: a queue, a session, the message being sent.
@@ -23,7 +23,7 @@ pub(crate) struct Stream {
     pub(crate) next_seq: u32,
     pub(crate) region: Option<u32>,
     pub(crate) message: Vec<u8>,
-    pub(crate) window: Option<Window>,
+    pub(crate) window: Option<Granted>,
     pub(crate) verified: u32,
     pub(crate) failed: u32,
 }
@@ -105,15 +105,7 @@ impl Stream {
             let word = rng.next_u64().to_le_bytes();
             chunk.copy_from_slice(&word[..chunk.len()]);
         }
-        let Response::Granted {
-            grant,
-            region,
-            generation,
-            offset,
-            len: granted_len,
-            base_seq,
-            mss: granted_mss,
-        } = self.control.call(&Request::Grant {
+        let Response::Granted(granted) = self.control.call(&Request::Grant {
             spi: self.sa.spi(),
             len,
             base_seq: self.next_seq,
@@ -132,23 +124,16 @@ impl Stream {
                 offset: 0,
             },
             check::GrantCheck {
-                len: granted_len,
-                base_seq,
-                mss: granted_mss,
-                offset,
+                len: granted.len,
+                base_seq: granted.base_seq,
+                mss: granted.mss,
+                offset: granted.offset,
             },
         )?;
         // Sequence numbers count modulo 2^32; a message is at most 2^31 bytes.
         let seq_len = u32::try_from(len).context("message longer than the sequence space")?;
         self.next_seq = self.next_seq.wrapping_add(seq_len);
-        self.window = Some(Window {
-            grant,
-            region,
-            generation,
-            offset,
-            len,
-            base_seq,
-        });
+        self.window = Some(granted);
         Ok(())
     }
 
