@@ -3,7 +3,7 @@
 //! control plane; then pairs each RX descriptor with its header record, opens the segment
 //! where it landed, and lets the placement engine decide.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +29,8 @@ use xdp_common::HeaderRecord;
 
 use crate::digest::{DigestJob, DigestVerdict, DigestWorker};
 use crate::report::{
-    ControlReport, GrantReport, RegionReport, Report, RunSummary, process_cpu_seconds,
+    ControlReport, GrantReport, QueueReport, ReceiverReport, RegionReport, Report, RunSummary,
+    XskReport, process_cpu_seconds,
 };
 use crate::rx::{Payload, Received, RxPath};
 use crate::serve::{self, Event};
@@ -930,48 +931,9 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
             (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
             _ => 0.0,
         };
-        let mut xsk = serde_json::Map::new();
-        for s in &io.sockets {
-            let st = s.statistics()?;
-            xsk.insert(
-                format!("queue{}", s.queue),
-                serde_json::json!({
-                    "mode": s.mode.as_str(),
-                    "rx_dropped": st.rx_dropped,
-                    "rx_invalid_descs": st.rx_invalid_descs,
-                    "rx_ring_full": st.rx_ring_full,
-                    "rx_fill_ring_empty_descs": st.rx_fill_ring_empty_descs,
-                }),
-            );
-        }
-        let plan = self.planner.stats();
-        let pairing = self.pairing.stats();
+        let xsk = self.xsk_stats(io)?;
+        let counters = io.program.counters();
         let c = self.counters;
-        xsk.insert(
-            "receiver".into(),
-            serde_json::json!({
-                "xdp_mode": io.program.mode,
-                "umem_backing": self.memory.backing().as_str(),
-                "unpaired_descriptors": pairing.unpaired_descriptors,
-                "unpaired_header_records": pairing.unpaired_records,
-                "header_seq_gaps": pairing.seq_gaps,
-                "foreign_header_records": pairing.foreign_records,
-                "bad_header_records": c.bad_records,
-                "slots_posted": plan.slots_posted,
-                "slots_not_posted_near_posted": plan.not_posted_near_posted,
-                "bounce_frames_posted": plan.bounces_posted,
-                "resyncs": plan.resyncs,
-                "skipped_fill_entries": plan.skipped,
-                "parked_bytes_at_end": self.rx.parked_bytes(),
-                "rescued_bytes": self.rx.rescued_bytes,
-            }),
-        );
-        let counters: serde_json::Map<String, serde_json::Value> = io
-            .program
-            .counters()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.into()))
-            .collect();
         // Grants still open at the end count as unverified.
         let mut missing_bytes = 0;
         let open: Vec<GrantId> = self.predicted.keys().copied().collect();
@@ -1002,8 +964,8 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         };
         let regions = self.region_reports();
         let mut report = self.rx.report("live", backend, run, self.finished);
-        report.xsk_stats = Some(serde_json::Value::Object(xsk));
-        report.xdp_counters = Some(serde_json::Value::Object(counters));
+        report.xsk_stats = Some(xsk);
+        report.xdp_counters = Some(counters);
         report.regions = regions;
         report.control = Some(ControlReport {
             sessions: stats.sessions,
@@ -1016,6 +978,45 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
             input_errors: c.input_errors,
         });
         Ok(report)
+    }
+
+    /// The sockets' XDP_STATISTICS and the receiver's own counters.
+    fn xsk_stats(&self, io: &Io) -> Result<XskReport> {
+        let mut queues = BTreeMap::new();
+        for s in &io.sockets {
+            let st = s.statistics()?;
+            queues.insert(
+                format!("queue{}", s.queue),
+                QueueReport {
+                    mode: s.mode.as_str(),
+                    rx_dropped: st.rx_dropped,
+                    rx_invalid_descs: st.rx_invalid_descs,
+                    rx_ring_full: st.rx_ring_full,
+                    rx_fill_ring_empty_descs: st.rx_fill_ring_empty_descs,
+                },
+            );
+        }
+        let plan = self.planner.stats();
+        let pairing = self.pairing.stats();
+        Ok(XskReport {
+            queues,
+            receiver: ReceiverReport {
+                xdp_mode: io.program.mode,
+                umem_backing: self.memory.backing().as_str(),
+                unpaired_descriptors: pairing.unpaired_descriptors,
+                unpaired_header_records: pairing.unpaired_records,
+                header_seq_gaps: pairing.seq_gaps,
+                foreign_header_records: pairing.foreign_records,
+                bad_header_records: self.counters.bad_records,
+                slots_posted: plan.slots_posted,
+                slots_not_posted_near_posted: plan.not_posted_near_posted,
+                bounce_frames_posted: plan.bounces_posted,
+                resyncs: plan.resyncs,
+                skipped_fill_entries: plan.skipped,
+                parked_bytes_at_end: self.rx.parked_bytes() as u64,
+                rescued_bytes: self.rx.rescued_bytes,
+            },
+        })
     }
 
     /// Counts non-zero bytes outside every window ever granted, per region.

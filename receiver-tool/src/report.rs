@@ -99,6 +99,46 @@ pub struct CopyEngineReport {
     pub failed_copies: u64,
 }
 
+/// One AF_XDP socket at the end of a live run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QueueReport {
+    /// Bind mode: copy or zero-copy.
+    pub mode: &'static str,
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty_descs: u64,
+}
+
+/// The receiver's own data-path counters (live runs).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReceiverReport {
+    /// native or generic.
+    pub xdp_mode: &'static str,
+    /// hugetlb, thp.
+    pub umem_backing: &'static str,
+    pub unpaired_descriptors: u64,
+    pub unpaired_header_records: u64,
+    pub header_seq_gaps: u64,
+    pub foreign_header_records: u64,
+    pub bad_header_records: u64,
+    pub slots_posted: u64,
+    pub slots_not_posted_near_posted: u64,
+    pub bounce_frames_posted: u64,
+    pub resyncs: u64,
+    pub skipped_fill_entries: u64,
+    pub parked_bytes_at_end: u64,
+    pub rescued_bytes: u64,
+}
+
+/// `xsk_stats`: per queue (`queueN`), and the receiver's counters (`receiver`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct XskReport {
+    #[serde(flatten)]
+    pub queues: BTreeMap<String, QueueReport>,
+    pub receiver: ReceiverReport,
+}
+
 /// The control plane's side of a live run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ControlReport {
@@ -141,10 +181,11 @@ pub struct Report {
     pub duplicate_bytes: u64,
     pub gbit_per_s: f64,
     pub rx_cpu_seconds_per_gb: f64,
-    /// XDP_STATISTICS of the AF_XDP sockets (null in replay).
-    pub xsk_stats: Option<serde_json::Value>,
-    /// The XDP program's counters (null in replay).
-    pub xdp_counters: Option<serde_json::Value>,
+    /// XDP_STATISTICS of the AF_XDP sockets and the receiver's own counters (null in
+    /// replay).
+    pub xsk_stats: Option<XskReport>,
+    /// The XDP program's counters, summed over CPUs (null in replay).
+    pub xdp_counters: Option<BTreeMap<&'static str, u64>>,
     /// True only if every grant is complete and matched its digest.
     pub verified: bool,
     pub missing_bytes: u64,
@@ -184,13 +225,13 @@ impl Report {
         for (reason, packets) in &n.rejects {
             s.push_str(&format!("  rejected {reason}: {packets} packets\n"));
         }
-        if let Some(serde_json::Value::Object(sockets)) = &self.xsk_stats {
-            let sum = |key: &str| -> u64 { sockets.values().filter_map(|q| q[key].as_u64()).sum() };
+        if let Some(xsk) = &self.xsk_stats {
+            let sum = |f: fn(&QueueReport) -> u64| -> u64 { xsk.queues.values().map(f).sum() };
             s.push_str(&format!(
                 "  kernel drops: {} (fill ring empty {}, rx ring full {})\n",
-                sum("rx_dropped"),
-                sum("rx_fill_ring_empty_descs"),
-                sum("rx_ring_full")
+                sum(|q| q.rx_dropped),
+                sum(|q| q.rx_fill_ring_empty_descs),
+                sum(|q| q.rx_ring_full)
             ));
         }
         if let Some(c) = &self.control {
@@ -277,7 +318,7 @@ pub fn process_cpu_seconds() -> f64 {
 mod tests {
     use super::*;
 
-    fn report(xsk_stats: Option<serde_json::Value>) -> Report {
+    fn report(xsk_stats: Option<XskReport>) -> Report {
         Report {
             mode: "live",
             numbers: Numbers::from(&Counters::default()),
@@ -327,11 +368,43 @@ mod tests {
 
     #[test]
     fn human_report_sums_kernel_drops_over_queues() {
-        let stats = serde_json::json!({
-            "queue0": {"rx_dropped": 3, "rx_fill_ring_empty_descs": 2, "rx_ring_full": 1},
-            "queue1": {"rx_dropped": 4, "rx_fill_ring_empty_descs": 4, "rx_ring_full": 0},
-            "receiver": {"resyncs": 9},
-        });
+        let queue = |dropped, empty, full| QueueReport {
+            mode: "copy",
+            rx_dropped: dropped,
+            rx_invalid_descs: 0,
+            rx_ring_full: full,
+            rx_fill_ring_empty_descs: empty,
+        };
+        let stats = XskReport {
+            queues: [
+                ("queue0".into(), queue(3, 2, 1)),
+                ("queue1".into(), queue(4, 4, 0)),
+            ]
+            .into_iter()
+            .collect(),
+            receiver: ReceiverReport {
+                xdp_mode: "native",
+                umem_backing: "thp",
+                unpaired_descriptors: 0,
+                unpaired_header_records: 0,
+                header_seq_gaps: 0,
+                foreign_header_records: 0,
+                bad_header_records: 0,
+                slots_posted: 0,
+                slots_not_posted_near_posted: 0,
+                bounce_frames_posted: 0,
+                resyncs: 9,
+                skipped_fill_entries: 0,
+                parked_bytes_at_end: 0,
+                rescued_bytes: 0,
+            },
+        };
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(
+            json["queue1"]["rx_dropped"], 4,
+            "queues flatten into xsk_stats: {json}"
+        );
+        assert_eq!(json["receiver"]["resyncs"], 9);
         let text = report(Some(stats)).human();
         assert!(
             text.contains("kernel drops: 7 (fill ring empty 6, rx ring full 1)"),
