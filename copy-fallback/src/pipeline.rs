@@ -259,6 +259,15 @@ impl<T: CopyTarget, E: CopyEngine<B>, B: AsRef<[u8]>, Tag> CopyPipeline<T, E, B,
     /// later overlapping copy has executed: rule 2 held them back).
     fn reap(&mut self, c: Completion<B>) {
         let Descriptor { id, dst, src } = c.descriptor;
+        // Only a copy this pipeline put on the engine, to this destination, completes here;
+        // anything else (a duplicate or bogus completion) is ignored and its buffer dropped.
+        let on_engine = self
+            .index_of(id)
+            .and_then(|i| self.pending.get(i))
+            .is_some_and(|p| matches!(p.state, State::InEngine) && p.dst == dst);
+        if !on_engine {
+            return;
+        }
         let by = match c.result {
             Ok(()) => CopiedBy::Engine,
             Err(_) => {

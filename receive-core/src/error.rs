@@ -42,10 +42,12 @@ pub enum RequestError {
     #[error("grant {0} is not an open grant of this connection")]
     NotYourGrant(u64),
     /// MSS out of range.
-    #[error("MSS {mss} must be 1..={max}")]
+    #[error("MSS {mss} must be {min}..={max}")]
     BadMss {
         /// Asked for.
         mss: u32,
+        /// Smallest accepted.
+        min: u32,
         /// Largest accepted.
         max: u32,
     },

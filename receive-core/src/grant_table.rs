@@ -56,6 +56,9 @@ pub struct RegionSpec {
 pub struct Limits {
     /// Queues served (0..queues).
     pub queues: u32,
+    /// Smallest MSS: a grant of tiny segments would post a slot per few bytes and take a
+    /// queue's prediction over (and its byte ranges grow with every gap).
+    pub min_mss: u32,
     /// Largest MSS (a segment's payload must fit one frame).
     pub max_mss: u32,
     /// A grant not finished this long after it was granted is revoked.
@@ -70,6 +73,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             queues: 1,
+            min_mss: 256,
             max_mss: 1792,
             grant_timeout: Duration::from_secs(60),
             activation_delay: Duration::from_millis(200),
@@ -115,6 +119,8 @@ pub struct GrantEntry {
     pub state: GrantState,
     /// Why it left the engine, once it did.
     pub revoked: Option<Revoked>,
+    /// Its owner asked to complete it at least once.
+    pub completion_asked: bool,
 }
 
 #[derive(Debug)]
@@ -129,8 +135,8 @@ struct RegionEntry {
 struct Session {
     spis: Vec<u32>,
     grants: BTreeSet<GrantId>,
-    /// Completion requests of its own grants accepted (whatever came of them).
-    completions: u64,
+    /// Its windows that matched their digest.
+    verified: u64,
 }
 
 /// What the table counted.
@@ -138,7 +144,7 @@ struct Session {
 pub struct TableStats {
     /// Sessions opened.
     pub sessions: u64,
-    /// Sessions that said goodbye after asking at least once to complete a grant of theirs.
+    /// Sessions that said goodbye after at least one window of theirs matched its digest.
     pub completed_sessions: u64,
     /// Requests refused with an error response.
     pub refused_requests: u64,
@@ -146,6 +152,9 @@ pub struct TableStats {
     pub revoked_on_close: u64,
     /// Grants revoked because they outlived the grant timeout.
     pub timed_out: u64,
+    /// Grants revoked (closed, timed out) after their owner had asked to complete them:
+    /// transfers that were attempted and did not finish.
+    pub abandoned_completions: u64,
 }
 
 /// What the I/O layer must do with a request's outcome.
@@ -345,9 +354,10 @@ impl GrantTable {
         if self.spi_owner.get(&ask.spi) != Some(&conn) {
             return Err(RequestError::NotYourSpi(ask.spi));
         }
-        if ask.mss == 0 || ask.mss > self.limits.max_mss {
+        if ask.mss < self.limits.min_mss || ask.mss > self.limits.max_mss {
             return Err(RequestError::BadMss {
                 mss: ask.mss,
+                min: self.limits.min_mss,
                 max: self.limits.max_mss,
             });
         }
@@ -429,6 +439,7 @@ impl GrantTable {
                 created: now,
                 state: GrantState::Open,
                 revoked: None,
+                completion_asked: false,
             },
         );
         self.sessions.entry(conn).or_default().grants.insert(id);
@@ -456,8 +467,8 @@ impl GrantTable {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(RequestError::BadDigest);
         }
-        if let Some(s) = self.sessions.get_mut(&conn) {
-            s.completions += 1;
+        if let Some(g) = self.grants.get_mut(&id) {
+            g.completion_asked = true;
         }
         Ok(Action::Complete {
             grant: id,
@@ -466,7 +477,7 @@ impl GrantTable {
     }
 
     fn bye(&mut self, conn: ConnId) -> Action {
-        if self.sessions.get(&conn).is_some_and(|s| s.completions > 0) {
+        if self.sessions.get(&conn).is_some_and(|s| s.verified > 0) {
             self.stats.completed_sessions += 1;
         }
         Action::Reply(Response::Bye)
@@ -499,7 +510,18 @@ impl GrantTable {
         let _ = engine.revoke_grant(id);
         g.state = GrantState::Draining;
         g.revoked = Some(why);
+        if why != Revoked::Finished && g.completion_asked {
+            self.stats.abandoned_completions += 1;
+        }
         Some(*g)
+    }
+
+    /// Grant `id`'s window matched its owner's digest.
+    pub fn verified(&mut self, id: GrantId) {
+        let owner = self.grants.get(&id).map(|g| g.owner);
+        if let Some(s) = owner.and_then(|o| self.sessions.get_mut(&o)) {
+            s.verified += 1;
+        }
     }
 
     /// Nothing reads or writes grant `id`'s window any more: free it.

@@ -211,7 +211,7 @@ fn unfinished_grants_time_out() {
 }
 
 #[test]
-fn sessions_count_as_completed_only_after_asking_to_complete_their_own_grant() {
+fn sessions_count_as_completed_only_after_a_window_of_theirs_verified() {
     let (mut e, mut t) = setup();
     // A stranger: session, a grant, someone else's completion, goodbye.
     let spi = session(&mut e, &mut t, 1);
@@ -235,6 +235,11 @@ fn sessions_count_as_completed_only_after_asking_to_complete_their_own_grant() {
         Action::Complete { .. }
     ));
     assert!(t.finish(&mut e, g).is_some());
+    // Checked, but it did not match: not a completed session.
+    assert!(t.release(g).is_some());
+    let g = grant(&mut e, &mut t, 2, victim_spi, MIB);
+    assert!(t.finish(&mut e, g).is_some());
+    t.verified(g);
     assert!(t.release(g).is_some());
     t.handle(&mut e, ConnId(2), &Request::Bye, Duration::ZERO);
     assert_eq!(t.stats().completed_sessions, 1);
@@ -266,7 +271,14 @@ fn a_connection_opens_a_bounded_number_of_sessions() {
 fn mss_and_queue_are_checked() {
     let (mut e, mut t) = setup();
     let spi = session(&mut e, &mut t, 1);
-    for (mss, queue) in [(0, 0), (1793, 0), (1400, 2), (1400, u32::MAX)] {
+    for (mss, queue) in [
+        (0, 0),
+        (1, 0),
+        (255, 0),
+        (1793, 0),
+        (1400, 2),
+        (1400, u32::MAX),
+    ] {
         let r = Request::Grant {
             spi,
             len: MIB,

@@ -22,8 +22,8 @@ use placement::{Decision, GrantId, PlacementEngine, Policy};
 use psp::{MasterKey, MasterKeys};
 use receive_core::{Action, ConnId, GrantTable, Limits, Pairing, RegionSpec, engine_time};
 use umem::{
-    BindMode, Desc, FillPlanner, FrameReturns, Layout, Posted, Prediction, Socket, SocketConfig,
-    Umem, UmemMemory,
+    BindMode, Desc, FillPlanner, FrameReturns, Layout, Posted, Prediction, ReceivedFrame, Socket,
+    SocketConfig, Umem, UmemMemory,
 };
 use xdp_common::HeaderRecord;
 
@@ -166,8 +166,8 @@ pub struct LiveArgs {
     /// Stop after this many seconds (the report is written as usual).
     #[arg(long, default_value_t = 600)]
     pub max_seconds: u64,
-    /// Stop once this many sessions have said goodbye after asking to complete at least
-    /// one grant of theirs (and nothing is left to check). Without it the receiver serves
+    /// Stop once this many sessions have said goodbye after at least one window of
+    /// theirs matched its digest (and nothing is left to check). Without it the receiver serves
     /// until --max-seconds or SIGINT/SIGTERM: no client can stop it.
     #[arg(long)]
     pub sessions: Option<u64>,
@@ -541,9 +541,13 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         })
     }
 
-    /// Nothing is waiting for a completion or a digest.
+    /// Nothing is being received or checked: no open or draining grant, no completion or
+    /// digest waiting.
     fn idle(&self) -> bool {
-        self.pending.is_empty() && self.digests.in_flight() == 0
+        self.pending.is_empty()
+            && self.digests.in_flight() == 0
+            && self.predicted.is_empty()
+            && self.draining.is_empty()
     }
 
     /// Serves one control-plane event.
@@ -712,10 +716,9 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         let memory: &'a Arc<UmemMemory> = self.memory;
         Ok(match posted {
             Some(Posted::Bounce(i)) => Received::Bounce {
-                frame: memory.frame_mut(i)?,
+                frame: ReceivedFrame::take(memory, i, &self.returns)?,
                 data,
                 len,
-                returns: self.returns.clone(),
             },
             _ => Received::Slot(memory.slot_mut(data, len)?),
         })
@@ -741,10 +744,9 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
                 }
             }
             Err(e) => {
+                // A frame that cannot be taken is held by someone: it is not posted again
+                // (a lost frame rather than one written under a reader).
                 self.input_error(format_args!("queue {q}: descriptor {data:#x}+{len}: {e:#}"));
-                if let Some(Posted::Bounce(i)) = posted {
-                    self.planner.release_bounce(i);
-                }
             }
         }
         if let Some(Posted::Slot { .. }) = posted {
@@ -888,6 +890,9 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         report.digest_ok = Some(verdict.matches);
         self.finished.entry(c.spi).or_default().push(report);
         // Every copy into the window landed before the check began (complete_pending).
+        if verdict.matches {
+            self.table.verified(c.grant);
+        }
         self.table.release(c.grant);
         let _ = c.reply.send(Response::Status {
             grant: c.grant.to_wire(),
@@ -906,10 +911,19 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
     }
 
     /// Releases the windows of revoked grants whose copies have all landed.
+    /// A revoked window is also kept while a slot its grant posted may still be written
+    /// (the queue saw no traffic since): a grant given those bytes could have them
+    /// overwritten, or wait behind slots that never return.
     fn release_drained(&mut self) {
-        let (rx, table) = (&self.rx, &mut self.table);
+        let (rx, table, planner) = (&self.rx, &mut self.table, &self.planner);
         self.draining.retain(|g| {
-            if rx.copies_in_flight(*g) > 0 {
+            let posted = table.grant(*g).is_some_and(|e| {
+                let base = rx.placement.region(e.grant.region_id).map_or(0, |r| r.base);
+                planner
+                    .blocking_slot(base + e.grant.offset, e.grant.len)
+                    .is_some()
+            });
+            if rx.copies_in_flight(*g) > 0 || posted {
                 return true;
             }
             table.release(*g);
@@ -950,6 +964,7 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
         let verified = goal_reached
             && open.is_empty()
             && c.abandoned_bytes == 0
+            && stats.abandoned_completions == 0
             && !self.finished.is_empty()
             && self
                 .finished
@@ -975,6 +990,7 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
             revoked_on_close: stats.revoked_on_close,
             grants_timed_out: stats.timed_out,
             abandoned_bytes: c.abandoned_bytes,
+            abandoned_completions: stats.abandoned_completions,
             input_errors: c.input_errors,
         });
         Ok(report)
@@ -1010,6 +1026,7 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
                 bad_header_records: self.counters.bad_records,
                 slots_posted: plan.slots_posted,
                 slots_not_posted_near_posted: plan.not_posted_near_posted,
+                slots_not_posted_near_received: plan.not_posted_near_received,
                 bounce_frames_posted: plan.bounces_posted,
                 resyncs: plan.resyncs,
                 skipped_fill_entries: plan.skipped,

@@ -124,6 +124,7 @@ pub struct ReceiverReport {
     pub bad_header_records: u64,
     pub slots_posted: u64,
     pub slots_not_posted_near_posted: u64,
+    pub slots_not_posted_near_received: u64,
     pub bounce_frames_posted: u64,
     pub resyncs: u64,
     pub skipped_fill_entries: u64,
@@ -144,7 +145,7 @@ pub struct XskReport {
 pub struct ControlReport {
     /// Sessions opened.
     pub sessions: u64,
-    /// Sessions that said goodbye after asking to complete at least one grant of theirs.
+    /// Sessions that said goodbye after at least one window of theirs matched its digest.
     pub completed_sessions: u64,
     /// Requests answered with an error (hostile or mistaken).
     pub refused_requests: u64,
@@ -156,6 +157,8 @@ pub struct ControlReport {
     pub grants_timed_out: u64,
     /// Bytes that had arrived for grants revoked before completing.
     pub abandoned_bytes: u64,
+    /// Grants revoked after their owner had asked to complete them.
+    pub abandoned_completions: u64,
     /// Segments, activations or copies that failed on bad input (counted, logged, served on).
     pub input_errors: u64,
 }
@@ -357,6 +360,7 @@ mod tests {
             revoked_on_close: 1,
             grants_timed_out: 0,
             abandoned_bytes: 0,
+            abandoned_completions: 0,
             input_errors: 2,
         });
         let text = r.human();
@@ -392,6 +396,7 @@ mod tests {
                 bad_header_records: 0,
                 slots_posted: 0,
                 slots_not_posted_near_posted: 0,
+                slots_not_posted_near_received: 0,
                 bounce_frames_posted: 0,
                 resyncs: 9,
                 skipped_fill_entries: 0,

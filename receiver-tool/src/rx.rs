@@ -17,7 +17,7 @@ use placement::{
     RangeSet, Reason, Segment,
 };
 use psp::{MasterKeys, Sa, Version};
-use umem::{FrameMut, FrameReturns, LentFrame, SlotMut};
+use umem::{LentFrame, ReceivedFrame, SlotMut};
 
 use crate::report::{CopyEngineReport, GrantReport, Numbers, Report, RunSummary, stream_reports};
 
@@ -27,6 +27,10 @@ pub struct CopyTag {
     spi: u32,
     placement: Placement,
 }
+
+/// Streams (SPIs) counted one by one beyond those with an SA; packets of further unknown
+/// SPIs count only in the totals.
+const MAX_UNKNOWN_STREAMS: usize = 256;
 
 /// Per-stream (per SPI) counters.
 pub type Streams = HashMap<u32, Counters>;
@@ -44,16 +48,14 @@ pub enum Received<'a> {
     /// In a predicted slot (perhaps another segment's).
     Slot(SlotMut<'a>),
     /// In a bounce frame: opened in place, then lent to the copy (or staging) instead of
-    /// copied out.
+    /// copied out; back to the plan if dropped unlent.
     Bounce {
         /// The frame.
-        frame: FrameMut<'a>,
+        frame: ReceivedFrame<'a>,
         /// The payload's address inside it.
         data: u64,
         /// The payload's length.
         len: usize,
-        /// Where the frame goes back when the lent payload is dropped.
-        returns: FrameReturns,
     },
 }
 
@@ -65,9 +67,7 @@ impl Received<'_> {
     pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
         Ok(match self {
             Self::Slot(slot) => slot.as_mut_slice(),
-            Self::Bounce {
-                frame, data, len, ..
-            } => frame.range_mut(*data, *len)?,
+            Self::Bounce { frame, data, len } => frame.range_mut(*data, *len)?,
         })
     }
 }
@@ -208,7 +208,14 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
 
     fn count(&mut self, spi: u32, f: impl Fn(&mut Counters)) {
         f(&mut self.counters);
-        f(self.streams.entry(spi).or_default());
+        // Per stream only for SPIs the receiver knows (or already counts), and a bounded
+        // number of others: packets with made-up SPIs cannot grow the report without end.
+        let known = self.streams.contains_key(&spi)
+            || self.placement.has_sa(spi)
+            || self.streams.len() < MAX_UNKNOWN_STREAMS;
+        if known {
+            f(self.streams.entry(spi).or_default());
+        }
     }
 
     /// The SA for (spi, version[, region]), created on first use.
@@ -328,13 +335,8 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
                 };
                 self.place(&meta, landed, now, gate).map(Some)
             }
-            Received::Bounce {
-                frame,
-                data,
-                len,
-                returns,
-            } => {
-                let lent = frame.lend(data, len, &returns)?;
+            Received::Bounce { frame, data, len } => {
+                let lent = frame.lend(data, len)?;
                 self.place(&meta, Landed::Frame(lent), now, gate).map(Some)
             }
         }

@@ -184,15 +184,18 @@ impl Drop for Testbed {
     }
 }
 
-/// Streams (so control sessions) a `zc-send` with `send_args` opens: one per queue of its
-/// `--queues` list (default one). The receiver is told to stop after that many
+/// Control sessions of a `zc-send` with `send_args` that will verify a window: one per
+/// queue of its `--queues` list (default one), less the streams told to `--lie` (their
+/// windows never verify). The receiver is told to stop after that many
 /// (`zc-recv live --sessions N`).
 pub fn sender_sessions(send_args: &[&str]) -> usize {
-    send_args
+    let streams = send_args
         .iter()
         .position(|a| *a == "--queues")
         .and_then(|i| send_args.get(i + 1))
-        .map_or(1, |list| list.split(',').count())
+        .map_or(1, |list| list.split(',').count());
+    let liars = send_args.iter().filter(|a| **a == "--lie").count();
+    streams.saturating_sub(liars)
 }
 
 #[cfg(test)]
@@ -201,5 +204,9 @@ mod sessions_tests {
     fn one_session_per_queue() {
         assert_eq!(super::sender_sessions(&["--messages", "2"]), 1);
         assert_eq!(super::sender_sessions(&["--queues", "0,1,2", "--x"]), 3);
+        assert_eq!(
+            super::sender_sessions(&["--queues", "0,1,2", "--lie", "1:stale"]),
+            2
+        );
     }
 }

@@ -24,8 +24,8 @@ pub mod ring;
 pub mod sys;
 
 pub use memory::{
-    Backing, FrameMut, FrameReturns, GUARD, Layout, LentFrame, MAX_UMEM_LEN, RegionSpan, SlotMut,
-    UmemMemory, XDP_PACKET_HEADROOM,
+    Backing, FrameMut, FrameReturns, GUARD, Layout, LentFrame, MAX_UMEM_LEN, ReceivedFrame,
+    RegionSpan, SlotMut, UmemMemory, XDP_PACKET_HEADROOM,
 };
 pub use plan::{FillPlanner, PlanStats, Posted, Prediction};
 pub use ring::{Consumer, Producer};

@@ -659,6 +659,71 @@ impl FrameReturns {
     pub fn drain_into(&self, out: &mut Vec<u32>) {
         out.append(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
     }
+
+    fn push(&self, index: u32) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(index);
+    }
+}
+
+/// A bounce frame that came back in an RX descriptor, held exclusively: opened in place,
+/// then lent as a copy source ([`ReceivedFrame::lend`]). Dropped without being lent
+/// (an unpaired or malformed packet), it goes back through its [`FrameReturns`]: no path
+/// leaks a bounce frame.
+#[derive(Debug)]
+pub struct ReceivedFrame<'a> {
+    frame: Option<FrameMut<'a>>,
+    returns: FrameReturns,
+}
+
+impl<'a> ReceivedFrame<'a> {
+    /// Takes bounce frame `index` of `memory`, to go back through `returns`.
+    ///
+    /// # Errors
+    /// As [`UmemMemory::frame_mut`] (nothing is taken then).
+    pub fn take(memory: &'a Arc<UmemMemory>, index: u32, returns: &FrameReturns) -> Result<Self> {
+        Ok(Self {
+            frame: Some(memory.frame_mut(index)?),
+            returns: returns.clone(),
+        })
+    }
+
+    /// The `len` bytes at `data` inside the frame, mutable.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] when the bytes are not inside the frame.
+    pub fn range_mut(&mut self, data: u64, len: usize) -> Result<&mut [u8]> {
+        match self.frame.as_mut() {
+            Some(f) => f.range_mut(data, len),
+            None => Err(Error::OutOfRange { addr: data, len }),
+        }
+    }
+
+    /// Lends the `len` bytes at `data` as a copy source.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] when the bytes are not inside the frame (it goes back then).
+    pub fn lend(mut self, data: u64, len: usize) -> Result<LentFrame> {
+        let Some(frame) = self.frame.take() else {
+            return Err(Error::OutOfRange { addr: data, len });
+        };
+        let index = frame.index();
+        frame
+            .lend(data, len, &self.returns)
+            .inspect_err(|_| self.returns.push(index))
+    }
+}
+
+impl Drop for ReceivedFrame<'_> {
+    fn drop(&mut self) {
+        if let Some(frame) = self.frame.take() {
+            let index = frame.index();
+            drop(frame);
+            self.returns.push(index);
+        }
+    }
 }
 
 /// A payload left in the bounce frame it landed in, lent out of the fill plan: the source
@@ -1072,5 +1137,35 @@ mod tests {
             m.slot_mut(l.bounce_addr(2) + 256, 10),
             Err(Error::FrameHeld(_))
         ));
+    }
+
+    #[test]
+    fn a_received_frame_goes_back_whether_lent_or_not() {
+        let l = Layout::new(&[(1, 1 << 20)], 8, 2048).unwrap();
+        let m = Arc::new(UmemMemory::with_layout(&l).unwrap());
+        let returns = FrameReturns::default();
+        let data = l.bounce_addr(3) + 256;
+        let taken = |r: &FrameReturns| {
+            let mut out = Vec::new();
+            r.drain_into(&mut out);
+            out
+        };
+        // Unpaired or malformed: dropped unlent.
+        let mut f = ReceivedFrame::take(&m, 3, &returns).unwrap();
+        f.range_mut(data, 10).unwrap().fill(1);
+        assert!(matches!(m.frame_mut(3), Err(Error::FrameHeld(3))));
+        drop(f);
+        assert_eq!(taken(&returns), vec![3]);
+        // Lent: back when the lent payload is dropped.
+        let f = ReceivedFrame::take(&m, 3, &returns).unwrap();
+        let lent = f.lend(data, 10).unwrap();
+        assert!(taken(&returns).is_empty());
+        assert_eq!(lent.as_ref(), &[1; 10]);
+        drop(lent);
+        assert_eq!(taken(&returns), vec![3]);
+        // A payload outside the frame: refused, and the frame goes back.
+        let f = ReceivedFrame::take(&m, 3, &returns).unwrap();
+        assert!(f.lend(data + 4000, 10).is_err());
+        assert_eq!(taken(&returns), vec![3]);
     }
 }

@@ -72,9 +72,13 @@ pub struct PlanStats {
     /// Fill entries never returned in order (the kernel skipped them); their frames are
     /// not reused.
     pub skipped: u64,
-    /// Predicted slots not posted because a slot still posted lies within one segment of
-    /// them.
+    /// Predicted slots not posted because a slot still posted could be overwritten by
+    /// their frame, or overwrite it (same address, a later slot within a frame's reach, or
+    /// another queue's slot within reach).
     pub not_posted_near_posted: u64,
+    /// Predicted slots not posted because a following segment within a frame's reach was
+    /// already received (a longer frame landing there would overwrite it).
+    pub not_posted_near_received: u64,
 }
 
 /// The fill plan of all queues sharing one UMEM.
@@ -88,10 +92,10 @@ pub struct FillPlanner {
     /// Per bounce frame: whether it is in `free_bounce` (an O(1) guard against returning
     /// a frame twice, which would post it twice).
     bounce_is_free: Vec<bool>,
-    /// Landing addresses of slots posted and not yet returned, with how many times each
-    /// is posted (never more than once by [`FillPlanner::refill`]; counted so that one
-    /// return cannot hide another posting of the same address).
-    outstanding_slots: BTreeMap<u64, u32>,
+    /// Landing addresses of slots posted and not yet returned, per (address, queue), with
+    /// how many times each is posted (counted so that one return cannot hide another
+    /// posting of the same address).
+    outstanding_slots: BTreeMap<(u64, usize), u32>,
     stats: PlanStats,
 }
 
@@ -162,14 +166,23 @@ impl FillPlanner {
                 if skip(p.key, index) {
                     continue;
                 }
-                // A slot within one segment of a slot still posted (a stale prediction of a
-                // grant whose window was reused, another queue's slot) is not posted: two
-                // frames could land on the same bytes, the later over a payload already
-                // placed. Its segment lands elsewhere and is copied once the other returns.
-                let near = landing.saturating_sub(u64::from(p.mss) - 1)
-                    ..landing.saturating_add(u64::from(p.mss));
-                if self.outstanding_slots.range(near).next().is_some() {
+                // Not posted when a frame landing here, or in a slot still posted, could
+                // reach bytes already placed (docs/design.md, "The prediction window"): its
+                // segment lands elsewhere and is copied once nothing can overwrite it.
+                let reach = self.layout.max_frame_payload();
+                if conflicts(&self.outstanding_slots, landing, reach, queue) {
                     self.stats.not_posted_near_posted += 1;
+                    continue;
+                }
+                let mss = u64::from(p.mss);
+                let neighbours = (reach.saturating_sub(mss)).div_ceil(mss.max(1));
+                let key = p.key;
+                let received_within_reach = (1..=neighbours)
+                    .map(|k| index + k)
+                    .take_while(|j| *j < p.segments)
+                    .any(|j| skip(key, j));
+                if received_within_reach {
+                    self.stats.not_posted_near_received += 1;
                     continue;
                 }
                 if let Some(addr) = self.layout.fill_addr_for(landing) {
@@ -199,7 +212,10 @@ impl FillPlanner {
             match posted {
                 Posted::Slot { .. } => {
                     self.stats.slots_posted += 1;
-                    *self.outstanding_slots.entry(addr + shift).or_default() += 1;
+                    *self
+                        .outstanding_slots
+                        .entry((addr + shift, queue))
+                        .or_default() += 1;
                 }
                 Posted::Bounce(_) => self.stats.bounces_posted += 1,
             }
@@ -216,11 +232,11 @@ impl FillPlanner {
         let shift = self.layout.landing_shift();
         for (a, posted) in q.posted.drain(..=at) {
             if let Posted::Slot { .. } = posted
-                && let Some(n) = self.outstanding_slots.get_mut(&(a + shift))
+                && let Some(n) = self.outstanding_slots.get_mut(&(a + shift, queue))
             {
                 *n -= 1;
                 if *n == 0 {
-                    self.outstanding_slots.remove(&(a + shift));
+                    self.outstanding_slots.remove(&(a + shift, queue));
                 }
             }
             if a == addr {
@@ -269,10 +285,28 @@ impl FillPlanner {
         let reach = self.layout.max_frame_payload();
         let from = dst.saturating_sub(reach - 1);
         self.outstanding_slots
-            .range(from..dst.saturating_add(len))
+            .range((from, 0)..(dst.saturating_add(len), 0))
             .next()
-            .map(|(a, _)| *a)
+            .map(|((a, _), _)| *a)
     }
+}
+
+/// True when a frame landing at `landing` on `queue` (up to `reach` bytes) could overwrite
+/// a slot still posted, or be overwritten by one: the same address; a posted slot above it
+/// within reach (posted earlier, so taken first, its payload then overwritten); another
+/// queue's posted slot below it within reach (no ring order between queues). The same
+/// queue's slots below are taken before this one, so this one's frame lands last.
+fn conflicts(
+    outstanding: &BTreeMap<(u64, usize), u32>,
+    landing: u64,
+    reach: u64,
+    queue: usize,
+) -> bool {
+    let from = landing.saturating_sub(reach.saturating_sub(1));
+    let to = landing.saturating_add(reach);
+    outstanding
+        .range((from, 0)..(to, 0))
+        .any(|((a, q), _)| *a >= landing || *q != queue)
 }
 
 #[cfg(test)]
@@ -429,17 +463,58 @@ mod tests {
     }
 
     #[test]
-    fn received_slots_are_skipped() {
+    fn received_slots_are_skipped_and_so_are_their_neighbours_below() {
         let (layout, mut planner, mut ring) = setup(4, 1);
         planner.predict(0, pred(10), 0);
         let (mut fill, mut kernel) = ring.sides();
+        // Even segments arrived. An odd slot is not posted either: a frame longer than
+        // the MSS (up to 1792 bytes) landing there would overwrite the next segment.
         planner.refill(0, &mut fill, |_, i| i % 2 == 0);
         let mut out = Vec::new();
         kernel.consume(&mut out, 10);
         let landed: Vec<u64> = out.iter().map(|a| a + layout.landing_shift()).collect();
         assert_eq!(
             landed,
-            [GUARD + 1000, GUARD + 3000, GUARD + 5000, GUARD + 7000]
+            [GUARD + 9000],
+            "the last slot has no neighbour above"
+        );
+        assert_eq!(planner.stats().not_posted_near_received, 4);
+    }
+
+    /// Another queue's slot posted within a frame's reach below, or any slot above within
+    /// reach, blocks a slot: no ring order protects the bytes between queues.
+    #[test]
+    fn slots_within_a_frames_reach_of_another_queues_slot_are_not_posted() {
+        let (layout, _, mut ring) = setup(8, 1);
+        let mut planner = FillPlanner::new(&layout, 2, 1, 1);
+        let (mut fill, _) = ring.sides();
+        planner.predict(0, pred(8), 0);
+        assert_eq!(
+            planner.refill(0, &mut fill, |_, _| false),
+            1,
+            "slot 0 on queue 0"
+        );
+        planner.forget(7);
+        // A grant on queue 1 whose segment 0 lands 1500 bytes above queue 0's slot: a
+        // 1792-byte frame in queue 0's slot would reach it.
+        planner.predict(
+            1,
+            Prediction {
+                key: 8,
+                first_landing: GUARD + 1500,
+                ..pred(8)
+            },
+            0,
+        );
+        let mut queue1 = FakeRing::new(64, 0);
+        let (mut fill1, mut kernel1) = queue1.sides();
+        planner.refill(1, &mut fill1, |_, _| false);
+        let mut out = Vec::new();
+        kernel1.consume(&mut out, 1);
+        assert_eq!(
+            out[0] + layout.landing_shift(),
+            GUARD + 2500,
+            "segment 0 (within reach) was passed over, segment 1 posted"
         );
     }
 
