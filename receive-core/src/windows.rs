@@ -17,8 +17,11 @@ pub struct RegionWindows {
     len: u64,
     /// Live windows: offset → length.
     live: BTreeMap<u64, u64>,
-    /// Every window ever granted (for the stray-write check at the end of a run).
-    history: Vec<(u64, u64)>,
+    /// Bytes of every window ever granted, merged: start → end (for the stray-write
+    /// check at the end of a run; bounded by the region however many grants come).
+    history: BTreeMap<u64, u64>,
+    /// Bytes granted in all, counting reused bytes again.
+    granted: u64,
 }
 
 impl RegionWindows {
@@ -27,7 +30,8 @@ impl RegionWindows {
         Self {
             len,
             live: BTreeMap::new(),
-            history: Vec::new(),
+            history: BTreeMap::new(),
+            granted: 0,
         }
     }
 
@@ -58,7 +62,8 @@ impl RegionWindows {
         }
         let at = self.first_fit(len).ok_or(WindowError::NoRoom { len })?;
         self.live.insert(at, len);
-        self.history.push((at, len));
+        self.remember(at, at + len);
+        self.granted = self.granted.saturating_add(len);
         debug_assert!(
             self.disjoint(),
             "windows overlap after allocating {len} at {at}"
@@ -87,21 +92,50 @@ impl RegionWindows {
         self.live.iter().map(|(o, l)| (*o, *l))
     }
 
-    /// Every window ever granted.
-    pub fn history(&self) -> &[(u64, u64)] {
-        &self.history
+    /// Adds `start..end` (inside the region) to the merged history.
+    fn remember(&mut self, mut start: u64, mut end: u64) {
+        let touching: Vec<(u64, u64)> = self
+            .history
+            .range(..=end)
+            .rev()
+            .take_while(|(_, e)| **e >= start)
+            .map(|(s, e)| (*s, *e))
+            .collect();
+        for (s, e) in touching {
+            self.history.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.history.insert(start, end);
     }
 
-    /// Bytes ever granted.
+    /// Bytes granted in all (reused bytes count again).
     pub fn granted_bytes(&self) -> u64 {
-        self.history.iter().map(|(_, l)| l).sum()
+        self.granted
     }
 
     /// True when `offset` lies in a window ever granted.
     pub fn ever_granted(&self, offset: u64) -> bool {
         self.history
-            .iter()
-            .any(|(o, l)| offset >= *o && offset - *o < *l)
+            .range(..=offset)
+            .next_back()
+            .is_some_and(|(_, end)| offset < *end)
+    }
+
+    /// The parts of the region no window ever covered, in order.
+    pub fn never_granted(&self) -> Vec<std::ops::Range<u64>> {
+        let mut gaps = Vec::new();
+        let mut at = 0;
+        for (&s, &e) in &self.history {
+            if s > at {
+                gaps.push(at..s);
+            }
+            at = at.max(e);
+        }
+        if at < self.len {
+            gaps.push(at..self.len);
+        }
+        gaps
     }
 
     /// The invariant: live windows lie inside the region, in order, at least
@@ -162,6 +196,19 @@ mod tests {
         assert_eq!(r.granted_bytes(), 120_000);
         assert!(r.ever_granted(b + 39_999));
         assert!(!r.ever_granted(b + 40_000));
+        assert!(!r.ever_granted(a + 40_000));
+        assert_eq!(r.never_granted(), vec![40_000..b, b + 40_000..100_000]);
+    }
+
+    #[test]
+    fn history_stays_bounded_however_many_grants() {
+        let mut r = RegionWindows::new(1 << 20);
+        for _ in 0..100_000 {
+            let at = r.allocate(1).unwrap();
+            assert!(r.free(at));
+        }
+        assert_eq!(r.history.len(), 1);
+        assert_eq!(r.never_granted(), vec![1..1 << 20]);
     }
 
     #[derive(Debug, Clone)]

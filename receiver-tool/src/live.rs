@@ -1057,18 +1057,17 @@ impl<'a, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'a, T, E> {
 /// Non-zero bytes of the region at `base` outside every window ever granted.
 fn stray_bytes(memory: &UmemMemory, base: u64, windows: &receive_core::RegionWindows) -> u64 {
     let mut buf = vec![0u8; 1 << 20];
-    let (mut stray, mut at) = (0u64, 0u64);
-    while at < windows.len() {
-        let n = usize::try_from(windows.len() - at).map_or(buf.len(), |left| left.min(buf.len()));
-        if memory.read(base + at, &mut buf[..n]).is_err() {
-            break;
-        }
-        for (i, b) in buf[..n].iter().enumerate() {
-            if *b != 0 && !windows.ever_granted(at + i as u64) {
-                stray += 1;
+    let mut stray = 0u64;
+    for gap in windows.never_granted() {
+        let mut at = gap.start;
+        while at < gap.end {
+            let n = usize::try_from(gap.end - at).map_or(buf.len(), |left| left.min(buf.len()));
+            if memory.read(base + at, &mut buf[..n]).is_err() {
+                break;
             }
+            stray += buf[..n].iter().filter(|b| **b != 0).count() as u64;
+            at += n as u64;
         }
-        at += n as u64;
     }
     stray
 }
