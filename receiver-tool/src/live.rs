@@ -177,7 +177,8 @@ pub struct LiveArgs {
     /// Most control connections open at once; more are refused (and logged).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_connections: u32,
-    /// Close a control connection that sends nothing for this many seconds.
+    /// Close a control connection whose next request is not whole within this many
+    /// seconds (silent, or trickling bytes).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub control_idle_seconds: u64,
     /// No progress display.

@@ -2,16 +2,16 @@
 //! the receive loop (which owns the placement state) and answered with its response.
 //!
 //! Any host that reaches the port may be hostile. A malformed or oversized message, or a
-//! connection silent for longer than the idle limit, closes that connection with a logged
-//! error; connections beyond the limit are refused (and logged) at once. The server keeps
+//! request not whole within the idle limit (silence, or bytes trickled), closes that
+//! connection with a logged error; connections beyond the limit are refused (and logged) at once. The server keeps
 //! serving the others, and nothing a client sends stops the receiver.
 
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use control::{Request, Response};
@@ -105,13 +105,60 @@ pub fn start(addr: SocketAddr, events: Sender<Event>, limits: Limits) -> Result<
     Ok(ControlServer { local, refused })
 }
 
+/// A stream whose reads fail once `limit` has passed since [`Deadline::restart`]: a
+/// request must arrive whole within the limit, so a client cannot hold a connection by
+/// trickling a byte per read timeout.
+struct Deadline {
+    stream: TcpStream,
+    limit: Duration,
+    until: Instant,
+}
+
+impl Deadline {
+    fn new(stream: TcpStream, limit: Duration) -> std::io::Result<Self> {
+        stream.set_read_timeout(Some(limit))?;
+        Ok(Self {
+            stream,
+            limit,
+            until: Instant::now() + limit,
+        })
+    }
+
+    fn restart(&mut self) {
+        self.until = Instant::now() + self.limit;
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let late = || {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no whole request within the idle limit",
+            )
+        };
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(late());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => late(),
+            _ => e,
+        })
+    }
+}
+
 fn serve(conn: u64, stream: TcpStream, events: &Sender<Event>, idle: Duration) -> Result<()> {
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(idle))?;
     stream.set_write_timeout(Some(idle))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut reader = BufReader::new(Deadline::new(stream.try_clone()?, idle)?);
     let mut writer = BufWriter::new(stream);
-    while let Some(request) = control::read::<Request>(&mut reader)? {
+    loop {
+        reader.get_mut().restart();
+        let Some(request) = control::read::<Request>(&mut reader)? else {
+            break;
+        };
         let bye = request == Request::Bye;
         let (reply, answer): (SyncSender<Response>, Receiver<Response>) = sync_channel(1);
         events
@@ -132,4 +179,35 @@ fn serve(conn: u64, stream: TcpStream, events: &Sender<Event>, idle: Duration) -
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    /// A client that trickles one byte at a time, each well within the read timeout, is
+    /// cut off when its request is not whole within the limit.
+    #[test]
+    fn a_trickling_client_is_cut_off_at_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let trickle = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            for b in b"{\"type\":\"bye\"" {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+        let (stream, _) = listener.accept().unwrap();
+        let (events, _rx) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        let err = serve(1, stream, &events, Duration::from_millis(200)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(600), "{err:#}");
+        assert!(format!("{err:#}").contains("idle limit"), "{err:#}");
+        trickle.join().unwrap();
+    }
 }
