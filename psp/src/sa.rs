@@ -135,23 +135,23 @@ impl Sa {
 
 impl Sa {
     /// Verifies and (GCM versions) decrypts a segment that arrives in two pieces, as the
-    /// XDP program splits it: `header` is the PSP header through the TCP header (exactly
-    /// the GCM AAD), `payload` the encrypted rest (decrypted in place where it landed),
-    /// `icv` the tag. For GMAC versions the payload is only authenticated (through a
-    /// scratch copy: ring wants the AAD in one piece).
+    /// XDP program splits it: `head` is the PSP header through the TCP header (exactly
+    /// the GCM AAD), parsed once by [`Segment::parse_head`]; `payload` the encrypted rest
+    /// (decrypted in place where it landed), `icv` the tag. For GMAC versions the payload
+    /// is only authenticated (through a scratch copy: ring wants the AAD in one piece).
     ///
     /// # Errors
-    /// Any [`Segment::parse`] error of the header, [`Error::SaMismatch`],
-    /// [`Error::NoTcp`] when the crypt offset does not end at `header`'s end (GCM), or
+    /// [`Error::SaMismatch`], [`Error::NoTcp`] when the crypt offset does not end at the
+    /// head's end (GCM), or
     /// [`Error::AuthenticationFailed`].
-    pub fn open_split(&self, header: &[u8], payload: &mut [u8], icv: &[u8; ICV_LEN]) -> Result<()> {
-        // Parse the header as a segment with an empty body: [header ‖ icv].
-        let mut whole = [0u8; 256];
-        let end = header.len() + ICV_LEN;
-        crate::error::need("split segment header", &whole, end)?;
-        whole[..header.len()].copy_from_slice(header);
-        whole[header.len()..end].copy_from_slice(icv);
-        let layout = self.check(&Segment::parse(&whole[..end])?)?;
+    pub fn open_split(
+        &self,
+        head: &Segment<'_>,
+        payload: &mut [u8],
+        icv: &[u8; ICV_LEN],
+    ) -> Result<()> {
+        let layout = self.check(head)?;
+        let header = head.bytes();
         let nonce = nonce(header);
         let tag = Tag::from(*icv);
         if self.version.is_gmac() {

@@ -47,12 +47,12 @@ fn truncated(what: &'static str, needed: usize, got: usize) -> Error {
     Error::Truncated { what, needed, got }
 }
 
-/// `header_len` bytes of header, then the body, then exactly the 16-byte ICV.
-fn split(input: &[u8], header_len: usize) -> NomResult<'_, (&[u8], &[u8], &[u8])> {
+/// `header_len` bytes of header, then the body, then exactly `icv_len` bytes of ICV.
+fn split(input: &[u8], header_len: usize, icv_len: usize) -> NomResult<'_, (&[u8], &[u8], &[u8])> {
     let (rest, header) = take(header_len)(input)?;
-    let body_len = rest.len().saturating_sub(ICV_LEN);
+    let body_len = rest.len().saturating_sub(icv_len);
     let (rest, body) = take(body_len)(rest)?;
-    let (rest, icv) = take(ICV_LEN)(rest)?;
+    let (rest, icv) = take(icv_len)(rest)?;
     Ok((rest, (header, body, icv)))
 }
 
@@ -74,15 +74,33 @@ impl<'a> Segment<'a> {
     /// [`Error::AlwaysOneBitClear`], [`Error::CryptOffsetPastEnd`].
     #[inline]
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        Self::parse_parts(bytes, ICV_LEN, "PSP segment with ICV")
+    }
+
+    /// Parses the head of a segment that arrives split, as the XDP program splits it:
+    /// `head` runs from the first PSP byte through the TCP header, and the payload and ICV
+    /// are elsewhere. The same checks as [`parse`](Self::parse); the layout's `icv_start`
+    /// is the end of `head`. Used with [`Sa::open_split`](crate::Sa::open_split), so a
+    /// split header is parsed once and never copied.
+    ///
+    /// # Errors
+    /// As [`parse`](Self::parse).
+    #[inline]
+    pub fn parse_head(head: &'a [u8]) -> Result<Self> {
+        Self::parse_parts(head, 0, "PSP segment head")
+    }
+
+    #[inline]
+    fn parse_parts(bytes: &'a [u8], icv_len: usize, what: &'static str) -> Result<Self> {
         let header = Header::new_checked(bytes)?;
         header.version()?;
         if !header.always_one() {
             return Err(Error::AlwaysOneBitClear);
         }
         let header_len = header.header_len();
-        let needed = header_len + ICV_LEN;
-        let (_, (_, body, _)) = split(bytes, header_len)
-            .map_err(|_| truncated("PSP segment with ICV", needed, bytes.len()))?;
+        let needed = header_len + icv_len;
+        let (_, (_, body, _)) =
+            split(bytes, header_len, icv_len).map_err(|_| truncated(what, needed, bytes.len()))?;
         let icv_start = header_len + body.len();
         let crypt_start = header.crypt_start();
         if crypt_start > icv_start {
@@ -100,6 +118,11 @@ impl<'a> Segment<'a> {
                 icv_start,
             },
         })
+    }
+
+    /// The bytes parsed: the whole segment, or the head ([`parse_head`](Self::parse_head)).
+    pub fn bytes(&self) -> &'a [u8] {
+        self.header.into_inner()
     }
 
     /// The header view.

@@ -386,7 +386,7 @@ fn split_segments_open_like_whole_ones() {
         let hdr_len = builder.payload_offset(true) - (len - seg.len());
         let icv: [u8; ICV_LEN] = seg[seg.len() - ICV_LEN..].try_into().unwrap();
         let open = |hdr: &[u8], payload: &mut Vec<u8>, icv: &[u8; ICV_LEN]| {
-            sa.open_split(hdr, payload, icv)
+            sa.open_split(&psp::Segment::parse_head(hdr)?, payload, icv)
         };
         let mut pl = seg[hdr_len..seg.len() - ICV_LEN].to_vec();
         open(&seg[..hdr_len], &mut pl, &icv).unwrap_or_else(|e| panic!("{version}: {e}"));

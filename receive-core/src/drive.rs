@@ -8,6 +8,7 @@ use control::Request;
 use placement::{GrantId, PlacementEngine, Policy};
 
 use crate::grant_table::{Action, ConnId, GrantTable, Limits, RegionSpec};
+use crate::time::Timestamp;
 
 /// One event.
 #[derive(Debug, Clone)]
@@ -81,7 +82,7 @@ fn pick(table: &GrantTable, n: u8) -> Option<GrantId> {
 /// The broken invariant.
 pub fn play(ops: &[Op]) -> Result<(), String> {
     let (mut engine, mut table) = setup();
-    let mut now = Duration::ZERO;
+    let mut now = Timestamp::START;
     for (step, op) in ops.iter().enumerate() {
         match op {
             Op::Request { conn, request } => {
@@ -97,7 +98,7 @@ pub fn play(ops: &[Op]) -> Result<(), String> {
                 table.close(&mut engine, ConnId(u64::from(*conn)));
             }
             Op::Wait { ms } => {
-                now += Duration::from_millis(u64::from(*ms));
+                now = now + Duration::from_millis(u64::from(*ms));
                 table.expire(&mut engine, now);
             }
             Op::Finish { pick: n } => {

@@ -96,3 +96,18 @@ pub enum SetupError {
     #[error("region {0} has no bytes")]
     EmptyRegion(u32),
 }
+
+/// Errors of the receive path that are not a segment's fault alone: the memory a payload
+/// landed in, or the copy pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    /// The UMEM refused (a frame or slot outside it, or already held).
+    #[error("UMEM: {0}")]
+    Memory(#[from] umem::Error),
+    /// The copy pipeline refused.
+    #[error("copy: {0}")]
+    Copy(#[from] copy_fallback::Error),
+    /// Copies still outstanding when the run ended.
+    #[error("the copy engine did not finish within 30 s")]
+    CopiesUnfinished,
+}

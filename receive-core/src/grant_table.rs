@@ -27,16 +27,12 @@ use placement::{Grant, GrantId, PlacementEngine};
 use psp::Version;
 
 use crate::error::{RequestError, SetupError};
+use crate::time::Timestamp;
 use crate::windows::RegionWindows;
 
 /// A control-plane connection, as the I/O layer numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
-
-/// The placement engine's clock: milliseconds since the receiver started.
-pub fn engine_time(now: Duration) -> u64 {
-    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// A region the receiver offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +110,7 @@ pub struct GrantEntry {
     /// Payload bytes per segment.
     pub mss: u32,
     /// When it was granted.
-    pub created: Duration,
+    pub created: Timestamp,
     /// Where it is in its life.
     pub state: GrantState,
     /// Why it left the engine, once it did.
@@ -287,7 +283,7 @@ impl GrantTable {
         engine: &mut PlacementEngine,
         conn: ConnId,
         request: &Request,
-        now: Duration,
+        now: Timestamp,
     ) -> Action {
         let outcome = match request {
             Request::Session { version } => self.open_session(engine, conn, *version),
@@ -349,7 +345,7 @@ impl GrantTable {
         engine: &mut PlacementEngine,
         conn: ConnId,
         ask: &GrantAsk,
-        now: Duration,
+        now: Timestamp,
     ) -> Result<Action, RequestError> {
         if self.spi_owner.get(&ask.spi) != Some(&conn) {
             return Err(RequestError::NotYourSpi(ask.spi));
@@ -399,7 +395,7 @@ impl GrantTable {
         conn: ConnId,
         ask: &GrantAsk,
         region: u32,
-        now: Duration,
+        now: Timestamp,
     ) -> Result<Action, RequestError> {
         let entry = self
             .regions
@@ -426,7 +422,7 @@ impl GrantTable {
         };
         if entry.late && !entry.scheduled {
             entry.scheduled = true;
-            let at = engine_time(now.saturating_add(self.limits.activation_delay));
+            let at = (now + self.limits.activation_delay).engine_nanos();
             engine.configure_generation(region, entry.generation, at)?;
         }
         self.grants.insert(
@@ -560,13 +556,13 @@ impl GrantTable {
     }
 
     /// Revokes every open grant older than the grant timeout at `now`.
-    pub fn expire(&mut self, engine: &mut PlacementEngine, now: Duration) -> Vec<GrantId> {
+    pub fn expire(&mut self, engine: &mut PlacementEngine, now: Timestamp) -> Vec<GrantId> {
         let timeout = self.limits.grant_timeout;
         let old: Vec<GrantId> = self
             .grants
             .iter()
             .filter(|(_, g)| {
-                g.state == GrantState::Open && now.saturating_sub(g.created) >= timeout
+                g.state == GrantState::Open && now.saturating_since(g.created) >= timeout
             })
             .map(|(id, _)| *id)
             .collect();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use control::{Request, Response};
 use placement::{GrantId, PlacementEngine, Policy};
-use receive_core::{Action, ConnId, GrantTable, Limits, RegionSpec};
+use receive_core::{Action, ConnId, GrantTable, Limits, RegionSpec, Timestamp};
 
 const MIB: u64 = 1 << 20;
 const DIGEST: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -40,7 +40,7 @@ fn session(e: &mut PlacementEngine, t: &mut GrantTable, conn: u64) -> u32 {
         e,
         ConnId(conn),
         &Request::Session { version: 0 },
-        Duration::ZERO,
+        Timestamp::START,
     ) {
         Action::SessionOpened { spi, .. } => spi,
         other => panic!("no session: {other:?}"),
@@ -63,7 +63,7 @@ fn grant(e: &mut PlacementEngine, t: &mut GrantTable, conn: u64, spi: u32, len: 
         e,
         ConnId(conn),
         &grant_req(spi, len, Some(1)),
-        Duration::ZERO,
+        Timestamp::START,
     ) {
         Action::Granted { grant, .. } => grant,
         other => panic!("no grant: {other:?}"),
@@ -85,7 +85,7 @@ fn a_wrapping_length_is_refused_and_reserves_nothing() {
             &mut e,
             ConnId(2),
             &grant_req(spi, len, Some(1)),
-            Duration::ZERO,
+            Timestamp::START,
         );
         assert!(is_error(&a), "len {len}: {a:?}");
     }
@@ -109,7 +109,7 @@ fn refused_grants_leak_no_region_space() {
             &mut e,
             ConnId(1),
             &grant_req(spi, 600_000, Some(1)),
-            Duration::ZERO,
+            Timestamp::START,
         );
         assert!(is_error(&a));
     }
@@ -128,14 +128,14 @@ fn nobody_uses_another_connections_spi_or_grant() {
         &mut e,
         ConnId(2),
         &grant_req(victim_spi, MIB, None),
-        Duration::ZERO,
+        Timestamp::START,
     );
     assert!(is_error(&a), "granted on another session's SPI: {a:?}");
     let complete = Request::Complete {
         grant: victim.to_wire(),
         sha256: DIGEST.into(),
     };
-    let a = t.handle(&mut e, ConnId(2), &complete, Duration::ZERO);
+    let a = t.handle(&mut e, ConnId(2), &complete, Timestamp::START);
     assert!(is_error(&a), "completed another session's grant: {a:?}");
     // Unknown and made-up ids too.
     for wire in [victim.to_wire() + 1, u64::MAX, victim.to_wire() + (1 << 32)] {
@@ -143,11 +143,11 @@ fn nobody_uses_another_connections_spi_or_grant() {
             grant: wire,
             sha256: DIGEST.into(),
         };
-        assert!(is_error(&t.handle(&mut e, ConnId(1), &c, Duration::ZERO)));
+        assert!(is_error(&t.handle(&mut e, ConnId(1), &c, Timestamp::START)));
     }
     // The owner can.
     assert!(matches!(
-        t.handle(&mut e, ConnId(1), &complete, Duration::ZERO),
+        t.handle(&mut e, ConnId(1), &complete, Timestamp::START),
         Action::Complete { grant, .. } if grant == victim
     ));
     assert_eq!(t.stats().refused_requests, 5);
@@ -164,7 +164,7 @@ fn a_bad_digest_is_refused() {
             sha256: sha.into(),
         };
         assert!(
-            is_error(&t.handle(&mut e, ConnId(1), &c, Duration::ZERO)),
+            is_error(&t.handle(&mut e, ConnId(1), &c, Timestamp::START)),
             "{sha:?}"
         );
     }
@@ -194,7 +194,7 @@ fn a_closed_connection_leaves_nothing_behind() {
         &mut e,
         ConnId(3),
         &grant_req(spi, MIB, None),
-        Duration::ZERO
+        Timestamp::START
     )));
 }
 
@@ -203,8 +203,14 @@ fn unfinished_grants_time_out() {
     let (mut e, mut t) = setup();
     let spi = session(&mut e, &mut t, 1);
     let g = grant(&mut e, &mut t, 1, spi, MIB);
-    assert!(t.expire(&mut e, Duration::from_secs(9)).is_empty());
-    assert_eq!(t.expire(&mut e, Duration::from_secs(10)), vec![g]);
+    assert!(
+        t.expire(&mut e, Timestamp::since_start(Duration::from_secs(9)))
+            .is_empty()
+    );
+    assert_eq!(
+        t.expire(&mut e, Timestamp::since_start(Duration::from_secs(10))),
+        vec![g]
+    );
     assert_eq!(e.grant(g), None);
     assert_eq!(t.stats().timed_out, 1);
     t.check_invariants(&e).unwrap();
@@ -226,12 +232,12 @@ fn sessions_count_as_completed_only_after_a_window_of_theirs_verified() {
         &mut e,
         ConnId(1),
         &complete,
-        Duration::ZERO
+        Timestamp::START
     )));
-    t.handle(&mut e, ConnId(1), &Request::Bye, Duration::ZERO);
+    t.handle(&mut e, ConnId(1), &Request::Bye, Timestamp::START);
     assert_eq!(t.stats().completed_sessions, 0);
     assert!(matches!(
-        t.handle(&mut e, ConnId(2), &complete, Duration::ZERO),
+        t.handle(&mut e, ConnId(2), &complete, Timestamp::START),
         Action::Complete { .. }
     ));
     assert!(t.finish(&mut e, g).is_some());
@@ -241,7 +247,7 @@ fn sessions_count_as_completed_only_after_a_window_of_theirs_verified() {
     assert!(t.finish(&mut e, g).is_some());
     t.verified(g);
     assert!(t.release(g).is_some());
-    t.handle(&mut e, ConnId(2), &Request::Bye, Duration::ZERO);
+    t.handle(&mut e, ConnId(2), &Request::Bye, Timestamp::START);
     assert_eq!(t.stats().completed_sessions, 1);
 }
 
@@ -255,14 +261,14 @@ fn a_connection_opens_a_bounded_number_of_sessions() {
         &mut e,
         ConnId(1),
         &Request::Session { version: 0 },
-        Duration::ZERO,
+        Timestamp::START,
     );
     assert!(is_error(&a));
     let a = t.handle(
         &mut e,
         ConnId(2),
         &Request::Session { version: 9 },
-        Duration::ZERO,
+        Timestamp::START,
     );
     assert!(is_error(&a));
 }
@@ -287,9 +293,9 @@ fn mss_and_queue_are_checked() {
             queue,
             region: None,
         };
-        assert!(is_error(&t.handle(&mut e, ConnId(1), &r, Duration::ZERO)));
+        assert!(is_error(&t.handle(&mut e, ConnId(1), &r, Timestamp::START)));
     }
     let r = grant_req(spi, MIB, Some(77));
-    assert!(is_error(&t.handle(&mut e, ConnId(1), &r, Duration::ZERO)));
+    assert!(is_error(&t.handle(&mut e, ConnId(1), &r, Timestamp::START)));
     assert_eq!(t.windows(1).unwrap().live().count(), 0);
 }

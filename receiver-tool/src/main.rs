@@ -1,11 +1,10 @@
 //! `zc-recv`: the testbed's receiver: `live` receives through XDP + AF_XDP with direct
 //! placement; `replay` runs a pcap through the same open-and-place path offline.
 
+mod cpu;
 mod digest;
 mod live;
 mod replay;
-mod report;
-mod rx;
 mod serve;
 mod xdp;
 

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use copy_fallback::VecTarget;
@@ -23,8 +23,10 @@ use placement::{Grant, GrantId, PlacementEngine, Policy};
 use psp::{MasterKey, MasterKeys};
 use serde::Deserialize;
 
-use crate::report::{GrantReport, Report, RunSummary, process_cpu_seconds};
-use crate::rx::{OPEN_GATE, RxPath};
+use receive_core::report::{GrantReport, Report, RunSummary};
+use receive_core::{OpenGate, RxPath, Timestamp};
+
+use crate::cpu::process_cpu_seconds;
 
 /// The replay configuration file.
 #[derive(Debug, Deserialize)]
@@ -263,14 +265,19 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
     check_link_type(pcap, reader.header().datalink)?;
     let (cpu0, t0) = (process_cpu_seconds(), Instant::now());
     let mut frames = 0u64;
-    while let Some(packet) = reader.next_raw_packet() {
+    let mut first_ts = None;
+    while let Some(packet) = reader.next_packet() {
         frames += 1;
         let packet =
             packet.with_context(|| format!("{}: frame {frames} is malformed", pcap.display()))?;
+        // The capture's own clock, from its first frame (a timestamp before it counts as 0).
+        let first = *first_ts.get_or_insert(packet.timestamp);
+        let now = Timestamp::since_start(packet.timestamp.saturating_sub(first));
         let mut frame = packet.data.into_owned();
-        rx.on_frame(&mut frame, None, frames, OPEN_GATE)?;
+        rx.on_frame(&mut frame, None, now, &OpenGate)?;
     }
-    rx.activate(u64::MAX, OPEN_GATE, usize::MAX)?;
+    // Regions configured inactive become active after the last frame.
+    rx.activate(Timestamp::since_start(Duration::MAX), &OpenGate, usize::MAX)?;
     rx.finish()?;
     let (elapsed, cpu) = (t0.elapsed().as_secs_f64(), process_cpu_seconds() - cpu0);
 

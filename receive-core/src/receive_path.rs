@@ -7,9 +7,8 @@
 //! slot posted to the kernel) is parked until that slot comes back, so that a copy never
 //! races the NIC for the same bytes (docs/design.md, "The prediction window").
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
-use anyhow::Result;
 use copy_fallback::pipeline::{CopiedBy, CopyPipeline, Delivered};
 use copy_fallback::{CopyEngine, CopyTarget};
 use placement::{
@@ -17,9 +16,16 @@ use placement::{
     RangeSet, Reason, Segment,
 };
 use psp::{MasterKeys, Sa, Version};
-use umem::{LentFrame, ReceivedFrame, SlotMut};
+use umem::LentFrame;
 
+use crate::error::ReceiveError;
+use crate::parking::{Parked, Parking, SlotGate};
+use crate::payload::{Payload, Received};
 use crate::report::{CopyEngineReport, GrantReport, Numbers, Report, RunSummary, stream_reports};
+use crate::staging::{Staged, Staging};
+use crate::time::Timestamp;
+
+type Result<T> = std::result::Result<T, ReceiveError>;
 
 /// What a copy carries through the pipeline, to account for it when it is delivered.
 #[derive(Debug, Clone, Copy)]
@@ -34,43 +40,6 @@ const MAX_UNKNOWN_STREAMS: usize = 256;
 
 /// Per-stream (per SPI) counters.
 pub type Streams = HashMap<u32, Counters>;
-
-/// Given a copy's destination and length, the landing address of a posted slot that
-/// blocks it, if any.
-pub type Gate<'a> = &'a dyn Fn(u64, u64) -> Option<u64>;
-
-/// The gate of paths without fill rings (replay).
-pub const OPEN_GATE: Gate<'static> = &|_, _| None;
-
-/// A live segment's payload as it came back from the kernel, held exclusively until it is
-/// handled: no copy, read or other holder reaches these bytes meanwhile.
-pub enum Received<'a> {
-    /// In a predicted slot (perhaps another segment's).
-    Slot(SlotMut<'a>),
-    /// In a bounce frame: opened in place, then lent to the copy (or staging) instead of
-    /// copied out; back to the plan if dropped unlent.
-    Bounce {
-        /// The frame.
-        frame: ReceivedFrame<'a>,
-        /// The payload's address inside it.
-        data: u64,
-        /// The payload's length.
-        len: usize,
-    },
-}
-
-impl Received<'_> {
-    /// The payload, mutable (to open it in place).
-    ///
-    /// # Errors
-    /// The payload is not inside its bounce frame.
-    pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
-        Ok(match self {
-            Self::Slot(slot) => slot.as_mut_slice(),
-            Self::Bounce { frame, data, len } => frame.range_mut(*data, *len)?,
-        })
-    }
-}
 
 /// Where a payload is while the engine decides about it.
 enum Landed<'a> {
@@ -98,32 +67,6 @@ impl Landed<'_> {
     }
 }
 
-/// The source of a copy: a bounce frame the payload landed in, or bytes copied out of
-/// wherever else it was (a replayed frame, or a slot that belongs to another segment and
-/// will be overwritten).
-pub enum Payload {
-    /// Copied out.
-    Owned(Vec<u8>),
-    /// Still in its bounce frame.
-    Frame(LentFrame),
-}
-
-impl AsRef<[u8]> for Payload {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            Self::Owned(v) => v,
-            Self::Frame(f) => f.as_ref(),
-        }
-    }
-}
-
-/// A copy waiting for a slot to come back.
-struct Parked {
-    spi: u32,
-    placement: Placement,
-    bytes: Payload,
-}
-
 /// What a segment's header says, before its payload is looked at.
 struct SegmentMeta {
     spi: u32,
@@ -139,19 +82,13 @@ pub struct RxPath<T: CopyTarget, E: CopyEngine<Payload>> {
     sas: HashMap<(u32, Version, Option<u32>), Sa>,
     pipeline: CopyPipeline<T, E, Payload, CopyTag>,
     delivered: Vec<Delivered<Payload, CopyTag>>,
-    staged: Vec<(u32, Placement, Payload)>,
-    /// Staged payloads whose region became active, waiting for their copy.
-    ready: VecDeque<(u32, Placement, Payload)>,
-    staged_bytes: usize,
-    staged_frames: usize,
-    parked: HashMap<u64, Vec<Parked>>,
+    staging: Staging,
+    parking: Parking,
     /// Per grant: window ranges accepted (placed, copying, staged or parked).
     claimed: HashMap<GrantId, RangeSet>,
     /// Per grant: copies submitted to the pipeline and not delivered yet. A grant's
     /// window is released only when this reaches zero (docs/design.md, "Copy ordering").
     in_flight: HashMap<GrantId, u32>,
-    max_staged_bytes: usize,
-    max_staged_frames: usize,
     /// Payload bytes that landed in a slot belonging to another segment and were copied
     /// out of it before their own copy (a second copy; see docs/design.md).
     pub rescued_bytes: u64,
@@ -182,15 +119,10 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             sas: HashMap::new(),
             pipeline,
             delivered: Vec::new(),
-            staged: Vec::new(),
-            ready: VecDeque::new(),
-            staged_bytes: 0,
-            staged_frames: 0,
-            parked: HashMap::new(),
+            staging: Staging::new(max_staged_bytes),
+            parking: Parking::default(),
             claimed: HashMap::new(),
             in_flight: HashMap::new(),
-            max_staged_bytes,
-            max_staged_frames: usize::MAX,
             rescued_bytes: 0,
             counters: Counters::default(),
             streams: Streams::new(),
@@ -203,7 +135,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
     /// Stages at most `frames` bounce frames at a time (the rest of the pool keeps the fill
     /// rings going); payloads beyond are rejected as not ready, and retransmitted.
     pub fn limit_staged_frames(&mut self, frames: usize) {
-        self.max_staged_frames = frames;
+        self.staging.limit_frames(frames);
     }
 
     fn count(&mut self, spi: u32, f: impl Fn(&mut Counters)) {
@@ -253,8 +185,8 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         &mut self,
         frame: &mut [u8],
         landed_at: Option<u64>,
-        now: u64,
-        gate: Gate<'_>,
+        now: Timestamp,
+        gate: &dyn SlotGate,
     ) -> Result<Option<Decision>> {
         let Ok(loc) = psp::locate(frame) else {
             self.not_psp += 1;
@@ -295,18 +227,10 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         header: &[u8],
         icv: &[u8; psp::ICV_LEN],
         mut received: Received<'_>,
-        now: u64,
-        gate: Gate<'_>,
+        now: Timestamp,
+        gate: &dyn SlotGate,
     ) -> Result<Option<Decision>> {
-        // Parse the header as a segment with an empty body: header ‖ ICV.
-        let mut whole = [0u8; xdp_common::MAX_HDR + psp::ICV_LEN];
-        let Some(buf) = whole.get_mut(..header.len() + psp::ICV_LEN) else {
-            self.malformed();
-            return Ok(None);
-        };
-        buf[..header.len()].copy_from_slice(header);
-        buf[header.len()..].copy_from_slice(icv);
-        let parsed = psp::Segment::parse(buf).and_then(|s| Ok((s, s.clear_tcp()?)));
+        let parsed = psp::Segment::parse_head(header).and_then(|s| Ok((s, s.clear_tcp()?)));
         let Ok((seg, tcp)) = parsed else {
             self.malformed();
             return Ok(None);
@@ -316,7 +240,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             Some(region) => {
                 let payload = received.bytes_mut()?;
                 self.sa(spi, version, region)
-                    .open_split(header, payload, icv)
+                    .open_split(&seg, payload, icv)
                     .is_ok()
             }
             None => false,
@@ -359,8 +283,8 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         &mut self,
         meta: &SegmentMeta,
         landed: Landed<'_>,
-        now: u64,
-        gate: Gate<'_>,
+        now: Timestamp,
+        gate: &dyn SlotGate,
     ) -> Result<Decision> {
         let landed_at = landed.landed_at();
         let spi = meta.spi;
@@ -378,7 +302,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
                 len: len32,
                 landed_at,
             },
-            now,
+            now.engine_nanos(),
         );
         match decision {
             Decision::Direct(p) => {
@@ -388,17 +312,17 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             }
             Decision::Copy(p, Reason::NotReady) => {
                 let in_frame = matches!(landed, Landed::Frame(_));
-                let full = self.staged_bytes + payload_len > self.max_staged_bytes
-                    || (in_frame && self.staged_frames >= self.max_staged_frames);
-                if full {
-                    self.count(spi, |c| c.reject(Reason::NotReady, len));
-                } else {
+                if self.staging.has_room(payload_len, in_frame) {
                     self.claim(p);
-                    self.staged_bytes += payload_len;
-                    self.staged_frames += usize::from(in_frame);
-                    let src = self.source(landed);
-                    self.staged.push((spi, p, src));
+                    let bytes = self.source(landed);
+                    self.staging.push(Staged {
+                        spi,
+                        placement: p,
+                        bytes,
+                    });
                     self.count(spi, |c| c.staged.add(len));
+                } else {
+                    self.count(spi, |c| c.reject(Reason::NotReady, len));
                 }
             }
             Decision::Copy(p, _) => {
@@ -414,13 +338,16 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
     }
 
     /// Submits a copy, or parks it while a posted slot may still write its destination.
-    fn copy(&mut self, spi: u32, p: Placement, bytes: Payload, gate: Gate<'_>) -> Result<()> {
-        if let Some(slot) = gate(p.addr, u64::from(p.len)) {
-            self.parked.entry(slot).or_default().push(Parked {
-                spi,
-                placement: p,
-                bytes,
-            });
+    fn copy(&mut self, spi: u32, p: Placement, bytes: Payload, gate: &dyn SlotGate) -> Result<()> {
+        if let Some(slot) = gate.blocking_slot(p.addr, u64::from(p.len)) {
+            self.parking.park(
+                slot,
+                Parked {
+                    spi,
+                    placement: p,
+                    bytes,
+                },
+            );
             return Ok(());
         }
         self.pipeline
@@ -433,8 +360,8 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
 
     /// The slot landing at `landing` came back from the kernel: copies parked on it go
     /// (or park on the next slot in their way).
-    pub fn slot_returned(&mut self, landing: u64, gate: Gate<'_>) -> Result<()> {
-        let Some(parked) = self.parked.remove(&landing) else {
+    pub fn slot_returned(&mut self, landing: u64, gate: &dyn SlotGate) -> Result<()> {
+        let Some(parked) = self.parking.slot_returned(landing) else {
             return Ok(());
         };
         for p in parked {
@@ -445,11 +372,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
 
     /// Bytes of copies parked behind posted slots.
     pub fn parked_bytes(&self) -> usize {
-        self.parked
-            .values()
-            .flatten()
-            .map(|p| p.bytes.as_ref().len())
-            .sum()
+        self.parking.bytes()
     }
 
     fn claim(&mut self, p: Placement) {
@@ -522,22 +445,24 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
     /// Promotes pending generations due at `now`, then copies in up to `budget` of the
     /// payloads staged for active regions (the rest on later calls, so that a large
     /// backlog does not stall the fill rings). Returns the regions activated.
-    pub fn activate(&mut self, now: u64, gate: Gate<'_>, budget: usize) -> Result<Vec<u32>> {
+    pub fn activate(
+        &mut self,
+        now: Timestamp,
+        gate: &dyn SlotGate,
+        budget: usize,
+    ) -> Result<Vec<u32>> {
         let mut activated = Vec::new();
-        self.placement.advance(now, |r| activated.push(r.id));
-        if !activated.is_empty() {
-            let (ready, waiting): (Vec<_>, Vec<_>) = self
-                .staged
-                .drain(..)
-                .partition(|(_, p, _)| activated.contains(&p.region_id));
-            self.staged = waiting;
-            self.ready.extend(ready);
-        }
-        let n = budget.min(self.ready.len());
-        if n > 0 {
-            for (spi, p, bytes) in self.ready.drain(..n).collect::<Vec<_>>() {
-                self.staged_bytes -= bytes.as_ref().len();
-                self.staged_frames -= usize::from(matches!(bytes, Payload::Frame(_)));
+        self.placement
+            .advance(now.engine_nanos(), |r| activated.push(r.id));
+        self.staging.activate(&activated);
+        let ready = self.staging.take_ready(budget);
+        if !ready.is_empty() {
+            for Staged {
+                spi,
+                placement: p,
+                bytes,
+            } in ready
+            {
                 // Decide again: only the generation that became active, and a grant that
                 // still exists, may have these bytes.
                 match self.still_placeable(&p) {
@@ -582,25 +507,8 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
     /// return; its bookkeeping goes. Copies already in the pipeline finish (see
     /// [`copies_in_flight`](Self::copies_in_flight)) but count for no one.
     pub fn drop_grant(&mut self, g: GrantId) {
-        let of_g = |p: &Placement| p.grant == Some(g);
-        for parked in self.parked.values_mut() {
-            parked.retain(|x| !of_g(&x.placement));
-        }
-        self.parked.retain(|_, v| !v.is_empty());
-        let (mut bytes, mut frames) = (0, 0);
-        let mut keep = |(_, p, b): &(u32, Placement, Payload)| {
-            if of_g(p) {
-                bytes += b.as_ref().len();
-                frames += usize::from(matches!(b, Payload::Frame(_)));
-                false
-            } else {
-                true
-            }
-        };
-        self.staged.retain(&mut keep);
-        self.ready.retain(&mut keep);
-        self.staged_bytes -= bytes;
-        self.staged_frames -= frames;
+        self.parking.drop_grant(g);
+        self.staging.drop_grant(g);
         self.forget_grant(g);
     }
 
@@ -620,7 +528,9 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         let ok = self
             .pipeline
             .drain(&mut self.delivered, std::time::Duration::from_secs(30))?;
-        anyhow::ensure!(ok, "copy engine did not finish within 30 s");
+        if !ok {
+            return Err(ReceiveError::CopiesUnfinished);
+        }
         self.deliver()
     }
 
@@ -648,7 +558,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             verified: run.verified,
             missing_bytes: run.missing_bytes,
             not_psp_frames: self.not_psp,
-            still_staged_bytes: self.staged_bytes as u64,
+            still_staged_bytes: self.staging.bytes() as u64,
             copy_engine: CopyEngineReport {
                 backend,
                 threshold_bytes: Some(threshold).filter(|t| *t != usize::MAX),

@@ -1,0 +1,791 @@
+//! The receiver: one owner for the receive path, the grant table, the fill plan and the
+//! pairing of descriptors with header records, driven by events with the time passed in.
+//!
+//! The I/O layer (zc-recv, or a test playing the kernel) moves events in and actions out:
+//!
+//! ```text
+//! control request ──handle_control()──▶ response now, or later from poll()
+//! connection gone ──connection_closed()
+//! fill ring       ◀──refill()──         fill addresses to post
+//! header record   ──header_record()
+//! RX descriptor   ──on_rx()
+//! every turn      ──poll()──▶ Output::Reply (answers), Output::CheckDigest (windows to hash)
+//! digest verdict  ──digest_checked()──▶ Output::Reply
+//! end of run      ──finish(), report()
+//! ```
+//!
+//! A grant's life across its owners: the grant table reserves its window and registers it
+//! with the placement engine; [`Receiver`] starts its progress, claims and prediction
+//! ([`granted`](Receiver::handle_control)); a completion removes it from all of them at
+//! once and hands its window to the digest check; the window is released after the
+//! verdict, or, for a revoked grant, once no copy into it is in flight and no slot of it
+//! is posted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use control::{Request, Response};
+use copy_fallback::pipeline::CopyPipeline;
+use copy_fallback::{CopyEngine, CopyTarget};
+use placement::{Decision, GrantId, PlacementEngine, Policy};
+use psp::MasterKeys;
+use umem::{
+    Desc, FillPlanner, FrameReturns, Layout, Posted, Prediction, Producer, ReceivedFrame,
+    UmemMemory,
+};
+use xdp_common::HeaderRecord;
+
+use crate::error::{ReceiveError, SetupError};
+use crate::grant_table::{Action, ConnId, GrantTable, Limits, RegionSpec};
+use crate::pairing::Pairing;
+use crate::payload::{Payload, Received};
+use crate::receive_path::{CopyTag, RxPath};
+use crate::report::{
+    ControlReport, GrantReport, QueueReport, ReceiverReport, RegionReport, Report, RunSummary,
+    XskReport,
+};
+use crate::time::Timestamp;
+use crate::windows::RegionWindows;
+
+/// How long a completion waits for the window to fill before answering with what is
+/// missing.
+pub const COMPLETION_WAIT: Duration = Duration::from_millis(300);
+
+/// How often grants are checked for their timeout and drained windows released.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Staged payloads copied in per [`Receiver::poll`]: ~0.1 ms of copying.
+const ACTIVATION_BUDGET: usize = 256;
+
+/// What the receiver is set up with.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// The regions offered (their bases in the UMEM layout).
+    pub regions: Vec<RegionSpec>,
+    /// Queues served.
+    pub queues: usize,
+    /// Most fill entries outstanding per queue while predicting.
+    pub window: u32,
+    /// Bounce frames kept posted on a queue with nothing to predict.
+    pub bounce_depth: u32,
+    /// Grant timeout and activation delay (`queues` is set from [`queues`](Self::queues)).
+    pub limits: Limits,
+    /// Most bytes staged for late regions.
+    pub max_staged_bytes: usize,
+    /// The receiver's MAC, told to senders with their session.
+    pub mac: String,
+}
+
+/// What the I/O layer must do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send `response` to connection `conn` (the answer to its pending request).
+    Reply {
+        /// The connection.
+        conn: ConnId,
+        /// The answer.
+        response: Response,
+    },
+    /// Hash a complete window off the loop; report with [`Receiver::digest_checked`].
+    CheckDigest(DigestCheck),
+}
+
+/// A window to hash: nothing writes it any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestCheck {
+    /// The grant whose window it is.
+    pub grant: GrantId,
+    /// UMEM offset of its first byte.
+    pub addr: u64,
+    /// Bytes.
+    pub len: u64,
+    /// The sender's SHA-256, hex.
+    pub expected: String,
+}
+
+/// What the I/O layer adds to the report at the end of a live run.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    /// Copy backend name.
+    pub backend: &'static str,
+    /// CPU seconds from the first packet to the last verdict.
+    pub cpu_seconds: f64,
+    /// Connections the control server refused.
+    pub refused_connections: u64,
+    /// The run ended because its goal (`--sessions`) was reached, or had none.
+    pub goal_reached: bool,
+    /// Per socket (`queueN`): XDP_STATISTICS.
+    pub queues: BTreeMap<String, QueueReport>,
+    /// native or generic.
+    pub xdp_mode: &'static str,
+    /// The XDP program's counters.
+    pub xdp_counters: BTreeMap<&'static str, u64>,
+}
+
+/// Progress for a display.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Payload bytes received.
+    pub payload_bytes: u64,
+    /// Share of them placed directly.
+    pub direct_share: f64,
+    /// Grants open.
+    pub open_grants: usize,
+}
+
+/// A grant's prediction state on its queue.
+#[derive(Debug, Clone, Copy)]
+struct Predicted {
+    queue: u32,
+    mss: u32,
+    first_landing: u64,
+    segments: u64,
+    /// Highest segment index seen so far (+1).
+    next_index: u64,
+    /// Slots are being predicted (its region is active).
+    predicting: bool,
+}
+
+impl Predicted {
+    fn prediction(&self, grant: GrantId) -> Prediction {
+        Prediction {
+            key: grant.to_wire(),
+            first_landing: self.first_landing,
+            mss: self.mss,
+            segments: self.segments,
+        }
+    }
+}
+
+/// A completion request waiting for the window to fill or its deadline.
+struct PendingCompletion {
+    conn: ConnId,
+    grant: GrantId,
+    sha256: String,
+    /// Answer "incomplete" (with the missing ranges) after this.
+    deadline: Timestamp,
+}
+
+/// A window whose digest is being checked, and whom to tell.
+struct Checking {
+    conn: ConnId,
+    spi: u32,
+    report: GrantReport,
+}
+
+/// Counters of the receiver's own checks.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    bad_records: u64,
+    /// Segments, activations or copies that failed on bad input: counted and logged, the
+    /// receiver goes on.
+    input_errors: u64,
+    /// Bytes received for grants revoked before they completed (connection closed, timeout).
+    abandoned_bytes: u64,
+}
+
+/// The receiver's state between the kernel and the control plane.
+pub struct Receiver<'m, T: CopyTarget, E: CopyEngine<Payload>> {
+    memory: &'m Arc<UmemMemory>,
+    layout: Layout,
+    rx: RxPath<T, E>,
+    table: GrantTable,
+    planner: FillPlanner,
+    pairing: Pairing,
+    keys: MasterKeys,
+    mac: String,
+    predicted: HashMap<GrantId, Predicted>,
+    pending: Vec<PendingCompletion>,
+    checking: HashMap<GrantId, Checking>,
+    /// Revoked grants whose copies are still in flight: their windows stay reserved.
+    draining: Vec<GrantId>,
+    finished: HashMap<u32, Vec<GrantReport>>,
+    counters: Counters,
+    returns: FrameReturns,
+    returned: Vec<u32>,
+    first_packet: Option<Timestamp>,
+    last_packet: Option<Timestamp>,
+    next_tick: Timestamp,
+}
+
+impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
+    /// A receiver over `memory` laid out as `layout`, opening with `keys` and copying
+    /// through `pipeline`.
+    ///
+    /// # Errors
+    /// The placement engine or grant table refused a region.
+    pub fn new(
+        config: ReceiverConfig,
+        memory: &'m Arc<UmemMemory>,
+        layout: Layout,
+        keys: MasterKeys,
+        pipeline: CopyPipeline<T, E, Payload, CopyTag>,
+    ) -> Result<Self, SetupError> {
+        let mut engine = PlacementEngine::new(Policy::default());
+        let limits = Limits {
+            queues: u32::try_from(config.queues).unwrap_or(u32::MAX),
+            ..config.limits
+        };
+        let table = GrantTable::new(&mut engine, &config.regions, limits)?;
+        let mut rx = RxPath::new(engine, keys.clone(), pipeline, config.max_staged_bytes);
+        // Staged payloads stay in their bounce frames; keep enough of the pool for the
+        // queues' bounce depth and the copies in flight.
+        let reserve = config.queues * (config.bounce_depth as usize + 512);
+        rx.limit_staged_frames((layout.bounce_frames as usize).saturating_sub(reserve));
+        let planner = FillPlanner::new(&layout, config.queues, config.window, config.bounce_depth);
+        Ok(Self {
+            memory,
+            layout,
+            rx,
+            table,
+            planner,
+            pairing: Pairing::new(config.queues),
+            keys,
+            mac: config.mac,
+            predicted: HashMap::new(),
+            pending: Vec::new(),
+            checking: HashMap::new(),
+            draining: Vec::new(),
+            finished: HashMap::new(),
+            counters: Counters::default(),
+            returns: FrameReturns::default(),
+            returned: Vec::new(),
+            first_packet: None,
+            last_packet: None,
+            next_tick: Timestamp::START,
+        })
+    }
+
+    /// Nothing is being received or checked: no open or draining grant, no completion or
+    /// digest waiting.
+    pub fn idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.checking.is_empty()
+            && self.predicted.is_empty()
+            && self.draining.is_empty()
+    }
+
+    /// Sessions that said goodbye after a verified window of their own.
+    pub fn completed_sessions(&self) -> u64 {
+        self.table.stats().completed_sessions
+    }
+
+    /// When the first payload arrived.
+    pub fn first_packet(&self) -> Option<Timestamp> {
+        self.first_packet
+    }
+
+    /// Progress for a display.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            payload_bytes: self.rx.counters.payload.bytes,
+            direct_share: self.rx.counters.copies_avoided(),
+            open_grants: self.predicted.len(),
+        }
+    }
+
+    /// The grant table (read-only: for tests and reports).
+    pub fn grant_table(&self) -> &GrantTable {
+        &self.table
+    }
+
+    /// The fill plan (read-only: for tests and reports).
+    pub fn fill_plan(&self) -> &FillPlanner {
+        &self.planner
+    }
+
+    /// Serves one control request of `conn`. `None`: the answer comes later, from
+    /// [`poll`](Self::poll) (a completion waits for its window).
+    pub fn handle_control(
+        &mut self,
+        conn: ConnId,
+        request: &Request,
+        now: Timestamp,
+    ) -> Option<Response> {
+        match self
+            .table
+            .handle(&mut self.rx.placement, conn, request, now)
+        {
+            Action::Reply(r) => Some(r),
+            Action::SessionOpened { spi, version } => Some(Response::Session {
+                spi,
+                version: version.wire(),
+                key: hex::encode(self.keys.derive(spi, version).as_bytes()),
+                mac: self.mac.clone(),
+            }),
+            Action::Granted { grant, reply } => {
+                self.granted(grant);
+                Some(reply)
+            }
+            Action::Complete { grant, sha256 } => {
+                self.pending.push(PendingCompletion {
+                    conn,
+                    grant,
+                    sha256,
+                    deadline: now + COMPLETION_WAIT,
+                });
+                None
+            }
+        }
+    }
+
+    /// Connection `conn` closed: its grants are revoked, its pending answers dropped.
+    pub fn connection_closed(&mut self, conn: ConnId) {
+        for g in self.table.close(&mut self.rx.placement, conn) {
+            self.retire(g);
+        }
+        self.pending.retain(|c| c.conn != conn);
+    }
+
+    /// A new grant: track it, and predict its slots if its region is active.
+    fn granted(&mut self, id: GrantId) {
+        let Some(entry) = self.table.grant(id).copied() else {
+            return;
+        };
+        let g = entry.grant;
+        self.rx.track_grant(id, g.len);
+        let region = self.rx.placement.region(g.region_id);
+        let base = region.map_or(0, |r| r.base);
+        let active = region.and_then(|r| r.active) == Some(g.generation);
+        let p = Predicted {
+            queue: entry.queue,
+            mss: entry.mss,
+            first_landing: base + g.offset,
+            // Full segments only: a frame landing in the slot of a short last segment would
+            // reach past the window's end (into the gap). That segment is copied.
+            segments: g.len / u64::from(entry.mss),
+            next_index: 0,
+            predicting: active,
+        };
+        if active {
+            self.planner.predict(p.queue as usize, p.prediction(id), 0);
+        }
+        self.predicted.insert(id, p);
+    }
+
+    /// A grant left the engine without completing: stop predicting it, drop its copies
+    /// that did not start, and keep its window until the ones in flight finish.
+    fn retire(&mut self, id: GrantId) {
+        if let Some(p) = self.rx.progress.get(&id) {
+            let len = self.table.grant(id).map_or(0, |g| g.grant.len);
+            self.counters.abandoned_bytes += len.saturating_sub(p.missing_bytes());
+        }
+        self.planner.forget(id.to_wire());
+        self.rx.drop_grant(id);
+        self.predicted.remove(&id);
+        self.draining.push(id);
+    }
+
+    /// Posts what queue `q` needs to its fill ring; returns how many entries. Slots whose
+    /// bytes were already received are passed over.
+    pub fn refill(&mut self, q: usize, fill: &mut Producer<'_, u64>) -> u32 {
+        let (rx, predicted) = (&self.rx, &self.predicted);
+        self.planner.refill(q, fill, |key, index| {
+            let id = GrantId::from_wire(key);
+            predicted
+                .get(&id)
+                .is_some_and(|g| rx.is_claimed(id, index * u64::from(g.mss), u64::from(g.mss)))
+        })
+    }
+
+    /// A record from the header ring.
+    pub fn header_record(&mut self, record: HeaderRecord) {
+        self.pairing.push(record);
+    }
+
+    /// Header-ring entries that were not records.
+    pub fn bad_header_records(&mut self, n: u64) {
+        self.counters.bad_records += n;
+    }
+
+    /// One RX descriptor of queue `q`: take its bytes, pair them with their record, open
+    /// them where they landed, decide, account, return the slot.
+    pub fn on_rx(&mut self, q: usize, d: Desc, now: Timestamp) {
+        let posted = self.planner.consumed(q, d.base());
+        let (data, len) = (d.data_addr(), d.len as usize);
+        match self.take_received(posted, data, len) {
+            Ok(mut received) => {
+                let pairing = &mut self.pairing;
+                let record = received
+                    .bytes_mut()
+                    .ok()
+                    .and_then(|payload| pairing.pair(q, payload));
+                // Unpaired: dropping `received` returns a bounce frame to the plan.
+                if let Some(r) = record
+                    && let Err(e) = self.on_segment(q, &r, received, now)
+                {
+                    self.input_error(format_args!("queue {q}: segment not handled: {e}"));
+                }
+            }
+            Err(e) => {
+                // A frame that cannot be taken is held by someone: it is not posted again
+                // (a lost frame rather than one written under a reader).
+                self.input_error(format_args!("queue {q}: descriptor {data:#x}+{len}: {e}"));
+            }
+        }
+        if let Some(Posted::Slot { .. }) = posted {
+            let landing = d.base() + self.layout.landing_shift();
+            if let Err(e) = self.rx.slot_returned(landing, &self.planner) {
+                self.input_error(format_args!("queue {q}: parked copies: {e}"));
+            }
+        }
+    }
+
+    /// Takes the bytes an RX descriptor brought, exclusively: the bounce frame (the plan
+    /// gets it back only when the lent payload is dropped), or the slot's range.
+    fn take_received(
+        &self,
+        posted: Option<Posted>,
+        data: u64,
+        len: usize,
+    ) -> Result<Received<'m>, umem::Error> {
+        let memory: &'m Arc<UmemMemory> = self.memory;
+        Ok(match posted {
+            Some(Posted::Bounce(i)) => Received::Bounce {
+                frame: ReceivedFrame::take(memory, i, &self.returns)?,
+                data,
+                len,
+            },
+            _ => Received::Slot(memory.slot_mut(data, len)?),
+        })
+    }
+
+    fn on_segment(
+        &mut self,
+        q: usize,
+        r: &HeaderRecord,
+        received: Received<'_>,
+        now: Timestamp,
+    ) -> Result<(), ReceiveError> {
+        self.first_packet.get_or_insert(now);
+        self.last_packet = Some(now);
+        let decision = self
+            .rx
+            .on_split(r.header_bytes(), &r.icv, received, now, &self.planner)?;
+        if let Some(Decision::Direct(p) | Decision::Copy(p, _)) = decision
+            && let Some(gid) = p.grant
+        {
+            self.observed(q, gid, p.region_offset);
+        }
+        Ok(())
+    }
+
+    /// Moves the plan's cursor after segment at `region_offset` of grant `gid` arrived.
+    fn observed(&mut self, q: usize, gid: GrantId, region_offset: u64) {
+        let (Some(g), Some(window)) = (self.predicted.get_mut(&gid), self.rx.placement.grant(gid))
+        else {
+            return;
+        };
+        let Some(index) = region_offset
+            .checked_sub(window.offset)
+            .map(|o| o / u64::from(g.mss))
+        else {
+            return;
+        };
+        g.next_index = g.next_index.max(index + 1);
+        self.planner.observed(q, gid.to_wire(), index);
+    }
+
+    /// Work not tied to a packet: returned bounce frames back to the plan, late regions
+    /// activated, finished copies accounted, completions answered or sent to the digest
+    /// check, and (every 100 ms) grant timeouts.
+    pub fn poll(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        self.returns.drain_into(&mut self.returned);
+        for i in self.returned.drain(..) {
+            self.planner.release_bounce(i);
+        }
+        self.activate(now);
+        if let Err(e) = self.rx.poll_copies() {
+            self.input_error(format_args!("copies: {e}"));
+        }
+        self.complete_pending(now, out);
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
+            for g in self.table.expire(&mut self.rx.placement, now) {
+                self.retire(g);
+            }
+            self.release_drained();
+        }
+    }
+
+    /// Late regions whose time has come: copy in what waited, start predicting.
+    fn activate(&mut self, now: Timestamp) {
+        let activated = match self.rx.activate(now, &self.planner, ACTIVATION_BUDGET) {
+            Ok(a) => a,
+            Err(e) => {
+                self.input_error(format_args!("activating staged payloads: {e}"));
+                return;
+            }
+        };
+        for region in activated {
+            let grants: Vec<GrantId> = self
+                .table
+                .open_grants_of(region)
+                .map(|(id, _)| id)
+                .collect();
+            for id in grants {
+                if let Some(p) = self.predicted.get_mut(&id)
+                    && !p.predicting
+                {
+                    p.predicting = true;
+                    let (queue, prediction, next) = (p.queue, p.prediction(id), p.next_index);
+                    self.planner.predict(queue as usize, prediction, next);
+                }
+            }
+        }
+    }
+
+    fn input_error(&mut self, what: std::fmt::Arguments<'_>) {
+        self.counters.input_errors += 1;
+        tracing::warn!("{what}");
+    }
+
+    /// Completions whose window filled (and whose copies all landed), or whose deadline
+    /// passed.
+    fn complete_pending(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let c = &self.pending[i];
+            let complete = self
+                .rx
+                .progress
+                .get(&c.grant)
+                .is_some_and(|p| p.is_complete());
+            let copying = self.rx.copies_in_flight(c.grant) > 0;
+            let open = self.table.is_open_grant_of(c.conn, c.grant);
+            // A complete window is checked only once every copy into it landed.
+            if open && (copying || (!complete && now < c.deadline)) {
+                i += 1;
+                continue;
+            }
+            let c = self.pending.swap_remove(i);
+            out.push(self.complete_grant(c));
+        }
+    }
+
+    /// Answers a completion: an incomplete window gets its missing ranges now; a complete
+    /// one leaves the engine (nothing lands in it any more) and goes to the digest check.
+    /// Its window is released only after the verdict.
+    fn complete_grant(&mut self, c: PendingCompletion) -> Output {
+        let gid = c.grant;
+        let reply = |response| Output::Reply {
+            conn: c.conn,
+            response,
+        };
+        let (Some(entry), Some(p)) = (self.table.grant(gid).copied(), self.rx.progress.get(&gid))
+        else {
+            return reply(Response::Error {
+                message: format!("no open grant {gid}"),
+            });
+        };
+        if !p.is_complete() {
+            return reply(Response::Status {
+                grant: gid.to_wire(),
+                complete: false,
+                verified: false,
+                missing: p.missing().into_iter().map(|r| (r.start, r.end)).collect(),
+            });
+        }
+        let report = GrantReport::new(&entry.grant, p, None);
+        if self.table.finish(&mut self.rx.placement, gid).is_none() {
+            return reply(Response::Error {
+                message: format!("grant {gid} is no longer open"),
+            });
+        }
+        self.planner.forget(gid.to_wire());
+        self.rx.drop_grant(gid);
+        self.predicted.remove(&gid);
+        let w = entry.grant;
+        let base = self.rx.placement.region(w.region_id).map_or(0, |r| r.base);
+        self.checking.insert(
+            gid,
+            Checking {
+                conn: c.conn,
+                spi: w.spi,
+                report,
+            },
+        );
+        Output::CheckDigest(DigestCheck {
+            grant: gid,
+            addr: base + w.offset,
+            len: w.len,
+            expected: c.sha256,
+        })
+    }
+
+    /// The digest check of `grant`'s window is done: record it, release the window, and
+    /// answer the sender.
+    pub fn digest_checked(&mut self, grant: GrantId, matches: bool, out: &mut Vec<Output>) {
+        let Some(c) = self.checking.remove(&grant) else {
+            return;
+        };
+        let mut report = c.report;
+        report.digest_ok = Some(matches);
+        self.finished.entry(c.spi).or_default().push(report);
+        // Every copy into the window landed before the check began (complete_pending).
+        if matches {
+            self.table.verified(grant);
+        }
+        self.table.release(grant);
+        out.push(Output::Reply {
+            conn: c.conn,
+            response: Response::Status {
+                grant: grant.to_wire(),
+                complete: true,
+                verified: matches,
+                missing: Vec::new(),
+            },
+        });
+    }
+
+    /// Releases the windows of revoked grants whose copies have all landed.
+    /// A revoked window is also kept while a slot its grant posted may still be written
+    /// (the queue saw no traffic since): a grant given those bytes could have them
+    /// overwritten, or wait behind slots that never return.
+    fn release_drained(&mut self) {
+        let (rx, table, planner) = (&self.rx, &mut self.table, &self.planner);
+        self.draining.retain(|g| {
+            let posted = table.grant(*g).is_some_and(|e| {
+                let base = rx.placement.region(e.grant.region_id).map_or(0, |r| r.base);
+                planner
+                    .blocking_slot(base + e.grant.offset, e.grant.len)
+                    .is_some()
+            });
+            if rx.copies_in_flight(*g) > 0 || posted {
+                return true;
+            }
+            table.release(*g);
+            false
+        });
+    }
+
+    /// Waits for every outstanding copy (at the end of a run).
+    ///
+    /// # Errors
+    /// The copy engine did not finish.
+    pub fn finish(&mut self) -> Result<(), ReceiveError> {
+        self.rx.finish()?;
+        self.release_drained();
+        Ok(())
+    }
+
+    /// The run's report.
+    pub fn report(mut self, facts: RunFacts) -> Report {
+        self.release_drained();
+        let elapsed = match (self.first_packet, self.last_packet) {
+            (Some(f), Some(l)) => l.saturating_since(f).as_secs_f64(),
+            _ => 0.0,
+        };
+        // Grants still open at the end count as unverified.
+        let mut missing_bytes = 0;
+        let open: Vec<GrantId> = self.predicted.keys().copied().collect();
+        for gid in &open {
+            if let (Some(w), Some(p)) = (self.table.grant(*gid), self.rx.progress.get(gid)) {
+                missing_bytes += p.missing_bytes();
+                self.finished
+                    .entry(w.grant.spi)
+                    .or_default()
+                    .push(GrantReport::new(&w.grant, p, None));
+            }
+        }
+        let stats = self.table.stats();
+        let c = self.counters;
+        let verified = facts.goal_reached
+            && open.is_empty()
+            && c.abandoned_bytes == 0
+            && stats.abandoned_completions == 0
+            && !self.finished.is_empty()
+            && self
+                .finished
+                .values()
+                .flatten()
+                .all(|g| g.digest_ok == Some(true));
+        let run = RunSummary {
+            elapsed_seconds: elapsed,
+            cpu_seconds: facts.cpu_seconds,
+            verified,
+            missing_bytes,
+        };
+        let regions = self.region_reports();
+        let xsk = self.xsk_report(&facts);
+        let finished = std::mem::take(&mut self.finished);
+        let mut report = self.rx.report("live", facts.backend, run, finished);
+        report.xsk_stats = Some(xsk);
+        report.xdp_counters = Some(facts.xdp_counters);
+        report.regions = regions;
+        report.control = Some(ControlReport {
+            sessions: stats.sessions,
+            completed_sessions: stats.completed_sessions,
+            refused_requests: stats.refused_requests,
+            refused_connections: facts.refused_connections,
+            revoked_on_close: stats.revoked_on_close,
+            grants_timed_out: stats.timed_out,
+            abandoned_bytes: c.abandoned_bytes,
+            abandoned_completions: stats.abandoned_completions,
+            input_errors: c.input_errors,
+        });
+        report
+    }
+
+    /// The sockets' statistics and the receiver's own counters.
+    fn xsk_report(&self, facts: &RunFacts) -> XskReport {
+        let plan = self.planner.stats();
+        let pairing = self.pairing.stats();
+        XskReport {
+            queues: facts.queues.clone(),
+            receiver: ReceiverReport {
+                xdp_mode: facts.xdp_mode,
+                umem_backing: self.memory.backing().as_str(),
+                unpaired_descriptors: pairing.unpaired_descriptors,
+                unpaired_header_records: pairing.unpaired_records,
+                header_seq_gaps: pairing.seq_gaps,
+                foreign_header_records: pairing.foreign_records,
+                bad_header_records: self.counters.bad_records,
+                slots_posted: plan.slots_posted,
+                slots_not_posted_near_posted: plan.not_posted_near_posted,
+                slots_not_posted_near_received: plan.not_posted_near_received,
+                bounce_frames_posted: plan.bounces_posted,
+                resyncs: plan.resyncs,
+                skipped_fill_entries: plan.skipped,
+                parked_bytes_at_end: self.rx.parked_bytes() as u64,
+                rescued_bytes: self.rx.rescued_bytes,
+            },
+        }
+    }
+
+    /// Counts non-zero bytes outside every window ever granted, per region.
+    fn region_reports(&self) -> Vec<RegionReport> {
+        self.table
+            .region_ids()
+            .filter_map(|id| {
+                let windows = self.table.windows(id)?;
+                let span = self.layout.region(id)?;
+                Some(RegionReport {
+                    id,
+                    len: windows.len(),
+                    granted_bytes: windows.granted_bytes(),
+                    stray_bytes: stray_bytes(self.memory, span.base, windows),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Non-zero bytes of the region at `base` outside every window ever granted.
+pub fn stray_bytes(memory: &UmemMemory, base: u64, windows: &RegionWindows) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut stray = 0u64;
+    for gap in windows.never_granted() {
+        let mut at = gap.start;
+        while at < gap.end {
+            let n = usize::try_from(gap.end - at).map_or(buf.len(), |left| left.min(buf.len()));
+            if memory.read(base + at, &mut buf[..n]).is_err() {
+                break;
+            }
+            stray += buf[..n].iter().filter(|b| **b != 0).count() as u64;
+            at += n as u64;
+        }
+    }
+    stray
+}
