@@ -16,6 +16,8 @@
 //! - [`report`]: the accounting, a typed report serialised with serde and rendered for
 //!   people from the same struct;
 //! - [`time`]: the typed instant;
+//! - [`kernel_model`]: a deterministic model of the XDP program, the kernel and the rings,
+//!   over a UMEM in plain memory, for tests that play the kernel;
 //! - [`drive`]: plays arbitrary event sequences against the grant table, checking its
 //!   invariants (property test and fuzz target).
 
@@ -24,6 +26,7 @@
 pub mod drive;
 pub mod error;
 pub mod grant_table;
+pub mod kernel_model;
 pub mod pairing;
 pub mod parking;
 pub mod payload;
@@ -42,7 +45,7 @@ pub use pairing::{Pairing, PairingStats};
 pub use parking::{OpenGate, SlotGate};
 pub use payload::{Payload, Received};
 pub use receive_path::{CopyTag, RxPath};
-pub use receiver::{DigestCheck, Output, Progress, Receiver, ReceiverConfig, RunFacts};
+pub use receiver::{DigestCheck, Output, Progress, Receiver, ReceiverConfig, RunFacts, UmemTarget};
 pub use report::Report;
 pub use time::Timestamp;
 pub use windows::{RegionWindows, WINDOW_GAP};

@@ -44,33 +44,42 @@ pub struct Parked {
 
 /// Copies parked per blocking slot.
 #[derive(Default)]
-pub struct Parking(HashMap<u64, Vec<Parked>>);
+pub struct Parking {
+    by_slot: HashMap<u64, Vec<Parked>>,
+    parked_total: u64,
+}
 
 impl Parking {
     /// Parks `copy` until the slot landing at `slot` returns.
     pub fn park(&mut self, slot: u64, copy: Parked) {
-        self.0.entry(slot).or_default().push(copy);
+        self.by_slot.entry(slot).or_default().push(copy);
+        self.parked_total += 1;
     }
 
     /// The copies that waited for the slot landing at `landing`.
     pub fn slot_returned(&mut self, landing: u64) -> Option<Vec<Parked>> {
-        self.0.remove(&landing)
+        self.by_slot.remove(&landing)
     }
 
     /// Drops the copies of grant `g` (their frames return to the plan).
     pub fn drop_grant(&mut self, g: GrantId) {
-        for parked in self.0.values_mut() {
+        for parked in self.by_slot.values_mut() {
             parked.retain(|p| p.placement.grant != Some(g));
         }
-        self.0.retain(|_, v| !v.is_empty());
+        self.by_slot.retain(|_, v| !v.is_empty());
     }
 
     /// Bytes parked.
     pub fn bytes(&self) -> usize {
-        self.0
+        self.by_slot
             .values()
             .flatten()
             .map(|p| p.bytes.as_ref().len())
             .sum()
+    }
+
+    /// Copies parked so far.
+    pub fn parked_total(&self) -> u64 {
+        self.parked_total
     }
 }

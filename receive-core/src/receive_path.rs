@@ -370,6 +370,11 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         self.deliver()
     }
 
+    /// Copies that waited for a posted slot so far.
+    pub fn parked_copies(&self) -> u64 {
+        self.parking.parked_total()
+    }
+
     /// Bytes of copies parked behind posted slots.
     pub fn parked_bytes(&self) -> usize {
         self.parking.bytes()

@@ -58,6 +58,21 @@ const TICK: Duration = Duration::from_millis(100);
 /// Staged payloads copied in per [`Receiver::poll`]: ~0.1 ms of copying.
 const ACTIVATION_BUDGET: usize = 256;
 
+/// Copies into the UMEM: the copy pipeline's target.
+#[derive(Debug)]
+pub struct UmemTarget(pub Arc<UmemMemory>);
+
+impl CopyTarget for UmemTarget {
+    fn write(&self, addr: u64, src: &[u8]) -> copy_fallback::Result<()> {
+        self.0
+            .write(addr, src)
+            .map_err(|_| copy_fallback::Error::CopyOutOfRange {
+                addr,
+                len: src.len(),
+            })
+    }
+}
+
 /// What the receiver is set up with.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
@@ -748,6 +763,7 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
                 bounce_frames_posted: plan.bounces_posted,
                 resyncs: plan.resyncs,
                 skipped_fill_entries: plan.skipped,
+                parked_copies: self.rx.parked_copies(),
                 parked_bytes_at_end: self.rx.parked_bytes() as u64,
                 rescued_bytes: self.rx.rescued_bytes,
             },

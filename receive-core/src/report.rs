@@ -128,6 +128,8 @@ pub struct ReceiverReport {
     pub bounce_frames_posted: u64,
     pub resyncs: u64,
     pub skipped_fill_entries: u64,
+    /// Copies that waited for a slot posted to the kernel to return.
+    pub parked_copies: u64,
     pub parked_bytes_at_end: u64,
     pub rescued_bytes: u64,
 }
@@ -381,6 +383,7 @@ mod tests {
                 bounce_frames_posted: 0,
                 resyncs: 9,
                 skipped_fill_entries: 0,
+                parked_copies: 0,
                 parked_bytes_at_end: 0,
                 rescued_bytes: 0,
             },

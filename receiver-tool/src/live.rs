@@ -23,7 +23,7 @@ use psp::{MasterKey, MasterKeys};
 use receive_core::report::QueueReport;
 use receive_core::{
     ConnId, CopyTag, Limits, Output, Payload, Receiver, ReceiverConfig, RegionSpec, Report,
-    RunFacts, Timestamp,
+    RunFacts, Timestamp, UmemTarget,
 };
 use umem::{BindMode, Desc, Layout, Socket, SocketConfig, Umem, UmemMemory};
 
@@ -180,21 +180,6 @@ pub struct LiveArgs {
     /// No progress display.
     #[arg(long)]
     pub no_progress: bool,
-}
-
-/// Copies into the UMEM.
-#[derive(Debug)]
-struct UmemTarget(Arc<UmemMemory>);
-
-impl CopyTarget for UmemTarget {
-    fn write(&self, addr: u64, src: &[u8]) -> copy_fallback::Result<()> {
-        self.0
-            .write(addr, src)
-            .map_err(|_| copy_fallback::Error::CopyOutOfRange {
-                addr,
-                len: src.len(),
-            })
-    }
 }
 
 fn random_master() -> Result<MasterKey> {
