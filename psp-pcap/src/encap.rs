@@ -8,14 +8,9 @@ use crate::config::{EncryptConfig, Mode};
 use crate::ipv4_checksum;
 use crate::pcapio::MAX_FRAME;
 
-pub const ETH_LEN: usize = 14;
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
-pub const IPV6_LEN: usize = 40;
-pub const UDP_LEN: usize = 8;
+pub use xdp_common::wire::{ETH_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPV6_LEN, UDP_LEN};
+use xdp_common::wire::{IPPROTO_TCP, IPPROTO_UDP};
 const IPPROTO_IPV4: u8 = 4;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 const IPPROTO_IPV6: u8 = 41;
 /// The crypt offsets' names in the config (and in its parser's errors).
 const TRANSPORT_OFFSET: &str = "transport crypt offset";

@@ -18,8 +18,9 @@ use crate::hint::Hint;
 use crate::sa::Sa;
 use crate::segment::{IPPROTO_TCP, TCP_MIN_HEADER_LEN};
 
-const ETH_LEN: usize = Ethernet2Header::LEN;
-const UDP_LEN: usize = UdpHeader::LEN;
+const ETH_LEN: usize = xdp_common::wire::ETH_LEN;
+const UDP_LEN: usize = xdp_common::wire::UDP_LEN;
+const _: () = assert!(ETH_LEN == Ethernet2Header::LEN && UDP_LEN == UdpHeader::LEN);
 
 /// The outer IP addresses of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -236,28 +237,26 @@ pub struct PspLocation {
 /// Byte offsets of the outer headers a receiver reads (relative to each header's start).
 mod outer {
     use core::ops::Range;
-    pub const ETHERTYPE: Range<usize> = 12..14;
-    pub const VLAN_LEN: usize = 4;
-    pub const V4_VERSION_IHL: usize = 0;
-    pub const V4_TOTAL_LEN: Range<usize> = 2..4;
-    pub const V4_FRAGMENT: Range<usize> = 6..8;
-    pub const V4_PROTOCOL: usize = 9;
-    pub const V4_SRC: Range<usize> = 12..16;
-    pub const V4_DST: Range<usize> = 16..20;
-    pub const V6_VERSION: usize = 0;
-    pub const V6_PAYLOAD_LEN: Range<usize> = 4..6;
-    pub const V6_NEXT_HEADER: usize = 6;
-    pub const V6_SRC: Range<usize> = 8..24;
-    pub const V6_DST: Range<usize> = 24..40;
-    pub const UDP_SRC_PORT: Range<usize> = 0..2;
-    pub const UDP_DST_PORT: Range<usize> = 2..4;
-    pub const UDP_LEN: Range<usize> = 4..6;
+    use xdp_common::wire;
+    pub const ETHERTYPE: Range<usize> = wire::ETHERTYPE;
+    pub const VLAN_LEN: usize = wire::VLAN_LEN;
+    pub const V4_VERSION_IHL: usize = wire::IPV4_VERSION_IHL;
+    pub const V4_TOTAL_LEN: Range<usize> = wire::IPV4_TOTAL_LEN;
+    pub const V4_FRAGMENT: Range<usize> = wire::IPV4_FRAGMENT;
+    pub const V4_PROTOCOL: usize = wire::IPV4_PROTOCOL;
+    pub const V4_SRC: Range<usize> = wire::IPV4_SRC;
+    pub const V4_DST: Range<usize> = wire::IPV4_DST;
+    pub const V6_VERSION: usize = wire::IPV6_VERSION;
+    pub const V6_PAYLOAD_LEN: Range<usize> = wire::IPV6_PAYLOAD_LEN;
+    pub const V6_NEXT_HEADER: usize = wire::IPV6_NEXT_HEADER;
+    pub const V6_SRC: Range<usize> = wire::IPV6_SRC;
+    pub const V6_DST: Range<usize> = wire::IPV6_DST;
+    pub const UDP_SRC_PORT: Range<usize> = wire::UDP_SRC_PORT;
+    pub const UDP_DST_PORT: Range<usize> = wire::UDP_DST_PORT;
+    pub const UDP_LEN: Range<usize> = wire::UDP_LENGTH;
 }
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const IPPROTO_UDP: u8 = 17;
+use xdp_common::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, IPPROTO_UDP};
 
 #[inline]
 fn be16(b: &[u8], r: Range<usize>) -> u16 {

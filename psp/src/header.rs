@@ -21,43 +21,45 @@
 use crate::error::{Error, Result, need};
 use crate::hint::{Hint, be_u32};
 
-/// Byte offsets of the header's fields: declared once, used by the view and the repr.
+/// Byte offsets of the header's fields: declared once ([`xdp_common::wire`], shared with
+/// the XDP program and psp-pcap), used by the view and the repr.
 mod field {
     use core::ops::Range;
-    pub const NEXT_HEADER: usize = 0;
-    pub const HDR_EXT_LEN: usize = 1;
+    use xdp_common::wire;
+    pub const NEXT_HEADER: usize = wire::PSP_NEXT_HEADER;
+    pub const HDR_EXT_LEN: usize = wire::PSP_HDR_EXT_LEN;
     /// Bits 7-6 reserved, bits 5-0 the crypt offset in 4-octet units.
-    pub const CRYPT_OFFSET: usize = 2;
+    pub const CRYPT_OFFSET: usize = wire::PSP_CRYPT_OFFSET;
     /// S(7) D(6) Version(5-2) V(1) always-1(0).
-    pub const FLAGS: usize = 3;
-    pub const SPI: Range<usize> = 4..8;
-    pub const IV: Range<usize> = 8..16;
-    pub const VC: Range<usize> = 16..24;
+    pub const FLAGS: usize = wire::PSP_FLAGS;
+    pub const SPI: Range<usize> = wire::PSP_SPI;
+    pub const IV: Range<usize> = wire::PSP_IV;
+    pub const VC: Range<usize> = wire::PSP_VC;
 }
 
-const CRYPT_OFFSET_MASK: u8 = 0x3f;
+const CRYPT_OFFSET_MASK: u8 = xdp_common::wire::PSP_CRYPT_OFFSET_MASK;
 const RESERVED_SHIFT: u8 = 6;
 const FLAG_S: u8 = 0x80;
 const FLAG_D: u8 = 0x40;
-const VERSION_SHIFT: u8 = 2;
-const VERSION_MASK: u8 = 0x0f;
+const VERSION_SHIFT: u8 = xdp_common::wire::PSP_VERSION_SHIFT;
+const VERSION_MASK: u8 = xdp_common::wire::PSP_VERSION_MASK;
 const FLAG_V: u8 = 0x02;
 const ALWAYS_ONE: u8 = 0x01;
 
 /// The UDP destination port of PSP.
-pub const UDP_PORT: u16 = 1000;
+pub const UDP_PORT: u16 = xdp_common::wire::PSP_UDP_PORT;
 /// Bytes of the header up to and including the IV.
-pub const BASE_LEN: usize = 16;
+pub const BASE_LEN: usize = xdp_common::wire::PSP_BASE_LEN;
 /// Bytes of the Virtualization Cookie.
-pub const VC_LEN: usize = 8;
+pub const VC_LEN: usize = xdp_common::wire::PSP_VC_LEN;
 /// Bytes of the ICV (the AES-GCM tag) that trails the packet.
-pub const ICV_LEN: usize = 16;
+pub const ICV_LEN: usize = xdp_common::wire::ICV_LEN;
 /// The crypt offset counts units of this many bytes.
-pub const CRYPT_OFFSET_UNIT: usize = 4;
+pub const CRYPT_OFFSET_UNIT: usize = xdp_common::wire::PSP_CRYPT_OFFSET_UNIT;
 /// The largest crypt offset the 6-bit field holds, in units.
 pub const MAX_CRYPT_OFFSET: u8 = CRYPT_OFFSET_MASK;
 /// Hdr Ext Len counts units of this many bytes.
-const EXT_UNIT: usize = 8;
+const EXT_UNIT: usize = xdp_common::wire::PSP_EXT_UNIT;
 
 /// PSP versions: the cipher that protects the packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -14,9 +14,9 @@ use crate::header::{BASE_LEN, Header, ICV_LEN, Version};
 use crate::hint::{Hint, be_u32};
 
 /// IP protocol number of TCP.
-pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_TCP: u8 = xdp_common::wire::IPPROTO_TCP;
 /// Bytes of a TCP header without options.
-pub const TCP_MIN_HEADER_LEN: usize = 20;
+pub const TCP_MIN_HEADER_LEN: usize = xdp_common::wire::TCP_MIN_LEN;
 
 /// Byte positions inside a PSP segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +197,7 @@ mod tcp_field {
     pub const DST_PORT: Range<usize> = 2..4;
     pub const SEQ: Range<usize> = 4..8;
     pub const ACK: Range<usize> = 8..12;
-    pub const DATA_OFFSET: usize = 12;
+    pub const DATA_OFFSET: usize = xdp_common::wire::TCP_DATA_OFFSET;
     pub const FLAGS: usize = 13;
     pub const WINDOW: Range<usize> = 14..16;
 }

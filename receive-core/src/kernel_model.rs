@@ -25,7 +25,7 @@ use copy_fallback::CopyEngine;
 use copy_fallback::CopyTarget;
 use umem::fake::FakeRing;
 use umem::{Desc, Layout, Producer, UmemMemory};
-use xdp_common::{HeaderRecord, ICV_LEN, MAX_HDR, MAX_PSP_HDR, TAG_LEN};
+use xdp_common::{HeaderRecord, ICV_LEN, MAX_HDR, MAX_PSP_HDR, TAG_LEN, wire};
 
 use crate::payload::Payload;
 use crate::receiver::Receiver;
@@ -75,16 +75,18 @@ struct Split {
 fn split(frame: &[u8], queue: u32) -> Option<Split> {
     let psp = psp::locate(frame).ok()?.segment;
     let base = frame.get(psp.start..psp.start + 8)?;
-    let psp_len = 8 + 8 * usize::from(base[1]);
-    let crypt_start = 16 + 4 * usize::from(base[2] & 0x3f);
-    let gmac = (base[3] >> 2) & 0x0f >= 2;
-    if base[0] != psp::segment::IPPROTO_TCP || !(16..=MAX_PSP_HDR).contains(&psp_len) {
+    let psp_len = wire::psp_header_len(base[wire::PSP_HDR_EXT_LEN]);
+    let crypt_start = wire::psp_crypt_start(base[wire::PSP_CRYPT_OFFSET]);
+    let gmac = wire::psp_version(base[wire::PSP_FLAGS]) >= wire::PSP_FIRST_GMAC_VERSION;
+    if base[wire::PSP_NEXT_HEADER] != wire::IPPROTO_TCP
+        || !(wire::PSP_BASE_LEN..=MAX_PSP_HDR).contains(&psp_len)
+    {
         return None;
     }
-    let tcp = frame.get(psp.start + psp_len..psp.start + psp_len + 20)?;
-    let tcp_len = usize::from(tcp[12] >> 4) * 4;
+    let tcp = frame.get(psp.start + psp_len..psp.start + psp_len + wire::TCP_MIN_LEN)?;
+    let tcp_len = wire::tcp_header_len(tcp[wire::TCP_DATA_OFFSET]);
     let hdr_len = psp_len + tcp_len;
-    if tcp_len < 20 || hdr_len > MAX_HDR || (!gmac && crypt_start != hdr_len) {
+    if tcp_len < wire::TCP_MIN_LEN || hdr_len > MAX_HDR || (!gmac && crypt_start != hdr_len) {
         return None;
     }
     let payload_len = psp.len().checked_sub(hdr_len + ICV_LEN)?;

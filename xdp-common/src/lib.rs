@@ -1,11 +1,14 @@
 //! What the XDP program (`xdp-prog`) and the receiver share: the header record it writes
-//! into the header ring for every split packet, the names of its maps, and its counters.
+//! into the header ring for every split packet, the names of its maps, its counters, and
+//! the wire's offsets and constants ([`wire`], also used by `psp` and `psp-pcap`).
 //!
 //! `no_std`, no dependencies: it is compiled for the BPF target too.
 
 #![no_std]
 
 use core::mem::offset_of;
+
+pub mod wire;
 
 /// Bytes of PSP header (+VC, +hint) and TCP header a record can hold: 40 + 60.
 pub const MAX_HDR: usize = 104;
@@ -14,7 +17,7 @@ pub const MAX_PSP_HDR: usize = 40;
 /// Payload bytes copied into the record as the pairing tag.
 pub const TAG_LEN: usize = 8;
 /// Bytes of the ICV.
-pub const ICV_LEN: usize = 16;
+pub const ICV_LEN: usize = wire::ICV_LEN;
 /// Most rx queues the program serves (entries of the XSKMAP and of the sequence array).
 pub const MAX_QUEUES: u32 = 64;
 /// Size of the header ring (a BPF ring buffer), in bytes: a power of two and a multiple
@@ -99,18 +102,6 @@ pub struct HeaderRecord {
     pub hdr_len: u16,
     /// Valid bytes of `tag` (less than [`TAG_LEN`] for short payloads).
     pub tag_len: u16,
-    /// UDP source port (flow entropy).
-    pub udp_src: u16,
-    /// UDP destination port.
-    pub udp_dst: u16,
-    /// 4 or 6.
-    pub ip_version: u8,
-    /// Padding, zero.
-    pub pad: [u8; 3],
-    /// Source address: IPv6, or IPv4 in the first 4 bytes.
-    pub src_ip: [u8; 16],
-    /// Destination address, same form.
-    pub dst_ip: [u8; 16],
     /// The ICV trimmed from the packet's end.
     pub icv: [u8; ICV_LEN],
     /// The first payload bytes.
@@ -140,12 +131,6 @@ impl HeaderRecord {
             payload_len: u32_at(offset_of!(Self, payload_len))?,
             hdr_len: u16_at(offset_of!(Self, hdr_len))?,
             tag_len: u16_at(offset_of!(Self, tag_len))?,
-            udp_src: u16_at(offset_of!(Self, udp_src))?,
-            udp_dst: u16_at(offset_of!(Self, udp_dst))?,
-            ip_version: *b.get(offset_of!(Self, ip_version))?,
-            pad: [0; 3],
-            src_ip: array(b, offset_of!(Self, src_ip))?,
-            dst_ip: array(b, offset_of!(Self, dst_ip))?,
             icv: array(b, offset_of!(Self, icv))?,
             tag: array(b, offset_of!(Self, tag))?,
             hdr: array(b, offset_of!(Self, hdr))?,
@@ -170,12 +155,6 @@ impl HeaderRecord {
             payload_len: 0,
             hdr_len: 0,
             tag_len: 0,
-            udp_src: 0,
-            udp_dst: 0,
-            ip_version: 0,
-            pad: [0; 3],
-            src_ip: [0; 16],
-            dst_ip: [0; 16],
             icv: [0; ICV_LEN],
             tag: [0; TAG_LEN],
             hdr: [0; MAX_HDR],
@@ -193,11 +172,6 @@ impl HeaderRecord {
         );
         put(offset_of!(Self, hdr_len), &self.hdr_len.to_ne_bytes());
         put(offset_of!(Self, tag_len), &self.tag_len.to_ne_bytes());
-        put(offset_of!(Self, udp_src), &self.udp_src.to_ne_bytes());
-        put(offset_of!(Self, udp_dst), &self.udp_dst.to_ne_bytes());
-        put(offset_of!(Self, ip_version), &[self.ip_version]);
-        put(offset_of!(Self, src_ip), &self.src_ip);
-        put(offset_of!(Self, dst_ip), &self.dst_ip);
         put(offset_of!(Self, icv), &self.icv);
         put(offset_of!(Self, tag), &self.tag);
         put(offset_of!(Self, hdr), &self.hdr);
@@ -216,10 +190,6 @@ mod tests {
         r.payload_len = 1400;
         r.hdr_len = 52;
         r.tag_len = 8;
-        r.udp_src = 40000;
-        r.udp_dst = 1000;
-        r.ip_version = 4;
-        r.src_ip[..4].copy_from_slice(&[10, 0, 0, 1]);
         r.icv = [7; ICV_LEN];
         r.tag = [1, 2, 3, 4, 5, 6, 7, 8];
         r.hdr[51] = 9;
@@ -235,7 +205,7 @@ mod tests {
     fn record_size_is_a_multiple_of_8() {
         // The ring buffer reserves 8-byte aligned records.
         assert_eq!(RECORD_LEN % 8, 0);
-        assert_eq!(RECORD_LEN, 184);
+        assert_eq!(RECORD_LEN, 144);
     }
 
     #[test]

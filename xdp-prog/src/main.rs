@@ -1,7 +1,7 @@
 //! The testbed's XDP program. For PSP over UDP port 1000 carrying TCP with a clear TCP
 //! header, on an rx queue with an AF_XDP socket, it
-//! 1. writes a [`HeaderRecord`] (PSP header through TCP header, ICV, flow, lengths,
-//!    per-queue sequence number, first payload bytes) into the `HEADERS` ring buffer;
+//! 1. writes a [`HeaderRecord`] (PSP header through TCP header, ICV, lengths, per-queue
+//!    sequence number, first payload bytes) into the `HEADERS` ring buffer;
 //! 2. trims the ICV (`bpf_xdp_adjust_tail`) and strips the headers (`bpf_xdp_adjust_head`)
 //!    so that the AF_XDP descriptor holds the payload only;
 //! 3. redirects to the queue's socket in `XSKS`.
@@ -21,6 +21,7 @@ use aya_ebpf::maps::{Array, PerCpuArray, RingBuf, XskMap};
 use aya_ebpf::programs::XdpContext;
 use xdp_common::{
     Counter, HEADER_RING_BYTES, HeaderRecord, ICV_LEN, MAX_HDR, MAX_PSP_HDR, MAX_QUEUES, TAG_LEN,
+    wire,
 };
 
 #[map(name = "HEADERS")]
@@ -31,10 +32,6 @@ static XSKS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT as u32, 0);
 #[map(name = "QUEUE_SEQ")]
 static QUEUE_SEQ: Array<u32> = Array::with_max_entries(MAX_QUEUES, 0);
-
-const PSP_PORT: u16 = 1000;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_TCP: u8 = 6;
 
 #[xdp]
 pub fn zc_split(ctx: XdpContext) -> u32 {
@@ -54,69 +51,54 @@ fn load<const N: usize>(ctx: &XdpContext, off: u32, buf: &mut [u8; N]) -> Option
     (r == 0).then_some(())
 }
 
-/// Where the PSP header starts, and the flow.
-struct Flow {
-    psp: u32,
-    ip_version: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
-    udp_src: u16,
-    udp_dst: u16,
-}
-
+/// Where the PSP header starts, if the frame is UDP to the PSP port (IPv4 unfragmented, or
+/// IPv6 without extension headers; one optional VLAN tag).
 #[inline(always)]
-fn locate(ctx: &XdpContext) -> Option<Flow> {
-    let mut eth = [0u8; 18];
+fn locate(ctx: &XdpContext) -> Option<u32> {
+    let mut eth = [0u8; wire::ETH_LEN + wire::VLAN_LEN];
     load(ctx, 0, &mut eth)?;
-    let (mut ethertype, mut off) = (u16::from_be_bytes([eth[12], eth[13]]), 14u32);
-    if ethertype == 0x8100 {
-        ethertype = u16::from_be_bytes([eth[16], eth[17]]);
-        off = 18;
+    let at = wire::ETHERTYPE.start;
+    let (mut ethertype, mut off) = (u16::from_be_bytes([eth[at], eth[at + 1]]), wire::ETH_LEN);
+    if ethertype == wire::ETHERTYPE_VLAN {
+        let at = at + wire::VLAN_LEN;
+        ethertype = u16::from_be_bytes([eth[at], eth[at + 1]]);
+        off += wire::VLAN_LEN;
     }
-    let mut flow = Flow {
-        psp: 0,
-        ip_version: 0,
-        src: [0; 16],
-        dst: [0; 16],
-        udp_src: 0,
-        udp_dst: 0,
-    };
+    let mut off = off as u32;
     match ethertype {
-        0x0800 => {
-            let mut ip = [0u8; 20];
+        wire::ETHERTYPE_IPV4 => {
+            let mut ip = [0u8; wire::IPV4_MIN_LEN];
             load(ctx, off, &mut ip)?;
-            let ihl = u32::from(ip[0] & 0x0f) * 4;
-            let fragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != IPPROTO_UDP || fragmented {
+            let ihl = u32::from(ip[wire::IPV4_VERSION_IHL] & 0x0f) * 4;
+            let frag = wire::IPV4_FRAGMENT.start;
+            let fragmented =
+                u16::from_be_bytes([ip[frag], ip[frag + 1]]) & wire::IPV4_FRAGMENT_MASK != 0;
+            if ip[wire::IPV4_VERSION_IHL] >> 4 != 4
+                || ihl < wire::IPV4_MIN_LEN as u32
+                || ip[wire::IPV4_PROTOCOL] != wire::IPPROTO_UDP
+                || fragmented
+            {
                 return None;
             }
-            flow.ip_version = 4;
-            flow.src[..4].copy_from_slice(&ip[12..16]);
-            flow.dst[..4].copy_from_slice(&ip[16..20]);
             off += ihl;
         }
-        0x86dd => {
-            let mut ip = [0u8; 40];
+        wire::ETHERTYPE_IPV6 => {
+            let mut ip = [0u8; 8];
             load(ctx, off, &mut ip)?;
-            if ip[0] >> 4 != 6 || ip[6] != IPPROTO_UDP {
+            if ip[wire::IPV6_VERSION] >> 4 != 6 || ip[wire::IPV6_NEXT_HEADER] != wire::IPPROTO_UDP {
                 return None;
             }
-            flow.ip_version = 6;
-            flow.src.copy_from_slice(&ip[8..24]);
-            flow.dst.copy_from_slice(&ip[24..40]);
-            off += 40;
+            off += wire::IPV6_LEN as u32;
         }
         _ => return None,
     }
-    let mut udp = [0u8; 8];
+    let mut udp = [0u8; wire::UDP_LEN];
     load(ctx, off, &mut udp)?;
-    flow.udp_src = u16::from_be_bytes([udp[0], udp[1]]);
-    flow.udp_dst = u16::from_be_bytes([udp[2], udp[3]]);
-    if flow.udp_dst != PSP_PORT {
+    let port = wire::UDP_DST_PORT.start;
+    if u16::from_be_bytes([udp[port], udp[port + 1]]) != wire::PSP_UDP_PORT {
         return None;
     }
-    flow.psp = off + 8;
-    Some(flow)
+    Some(off + wire::UDP_LEN as u32)
 }
 
 /// Lengths of a splittable PSP segment: (header bytes through TCP, payload bytes).
@@ -124,19 +106,24 @@ fn locate(ctx: &XdpContext) -> Option<Flow> {
 fn measure(ctx: &XdpContext, psp: u32) -> Option<(u32, u32)> {
     let mut base = [0u8; 8];
     load(ctx, psp, &mut base)?;
-    let psp_len = 8 + 8 * u32::from(base[1]);
-    let crypt_start = 16 + 4 * u32::from(base[2] & 0x3f);
-    let gmac = (base[3] >> 2) & 0x0f >= 2;
-    if base[0] != IPPROTO_TCP || !(16..=MAX_PSP_HDR as u32).contains(&psp_len) {
+    let psp_len = wire::psp_header_len(base[wire::PSP_HDR_EXT_LEN]) as u32;
+    let crypt_start = wire::psp_crypt_start(base[wire::PSP_CRYPT_OFFSET]) as u32;
+    let gmac = wire::psp_version(base[wire::PSP_FLAGS]) >= wire::PSP_FIRST_GMAC_VERSION;
+    if base[wire::PSP_NEXT_HEADER] != wire::IPPROTO_TCP
+        || !(wire::PSP_BASE_LEN as u32..=MAX_PSP_HDR as u32).contains(&psp_len)
+    {
         return None;
     }
-    let mut tcp = [0u8; 20];
+    let mut tcp = [0u8; wire::TCP_MIN_LEN];
     load(ctx, psp + psp_len, &mut tcp)?;
-    let tcp_len = u32::from(tcp[12] >> 4) * 4;
+    let tcp_len = wire::tcp_header_len(tcp[wire::TCP_DATA_OFFSET]) as u32;
     let hdr_len = psp_len + tcp_len;
     // GCM: the payload must be exactly the encrypted part, so that the record holds all
     // of the AAD and the descriptor all of the ciphertext.
-    if tcp_len < 20 || hdr_len > MAX_HDR as u32 || (!gmac && crypt_start != hdr_len) {
+    if tcp_len < wire::TCP_MIN_LEN as u32
+        || hdr_len > MAX_HDR as u32
+        || (!gmac && crypt_start != hdr_len)
+    {
         return None;
     }
     let pkt_len = (ctx.data_end() - ctx.data()) as u32;
@@ -146,10 +133,10 @@ fn measure(ctx: &XdpContext, psp: u32) -> Option<(u32, u32)> {
 
 #[inline(always)]
 fn split(ctx: &XdpContext) -> (u32, Counter) {
-    let Some(flow) = locate(ctx) else {
+    let Some(psp) = locate(ctx) else {
         return (XDP_PASS, Counter::PassNotPsp);
     };
-    let Some((hdr_len, payload_len)) = measure(ctx, flow.psp) else {
+    let Some((hdr_len, payload_len)) = measure(ctx, psp) else {
         return (XDP_PASS, Counter::PassUnsplittable);
     };
     let queue = ctx.rx_queue_index();
@@ -161,7 +148,7 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
     };
     let rec = entry.as_mut_ptr();
     let pkt_len = (ctx.data_end() - ctx.data()) as u32;
-    let payload = flow.psp + hdr_len;
+    let payload = psp + hdr_len;
     // Payloads shorter than the tag are paired by length alone (a constant-size load keeps
     // the verifier simple).
     let tag_len = if payload_len < TAG_LEN as u32 {
@@ -177,19 +164,9 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
         (*rec).payload_len = payload_len;
         (*rec).hdr_len = hdr_len as u16;
         (*rec).tag_len = tag_len as u16;
-        (*rec).udp_src = flow.udp_src;
-        (*rec).udp_dst = flow.udp_dst;
-        (*rec).ip_version = flow.ip_version;
-        (*rec).pad = [0; 3];
-        (*rec).src_ip = flow.src;
-        (*rec).dst_ip = flow.dst;
         (*rec).tag = [0; TAG_LEN];
-        let hdr_ok = bpf_xdp_load_bytes(
-            ctx.ctx,
-            flow.psp,
-            (*rec).hdr.as_mut_ptr().cast(),
-            hdr_len & 0x7f,
-        ) == 0;
+        let hdr_ok =
+            bpf_xdp_load_bytes(ctx.ctx, psp, (*rec).hdr.as_mut_ptr().cast(), hdr_len & 0x7f) == 0;
         let icv_ok = bpf_xdp_load_bytes(
             ctx.ctx,
             pkt_len - ICV_LEN as u32,
