@@ -24,7 +24,7 @@ use psp::{MasterKey, MasterKeys};
 use serde::Deserialize;
 
 use receive_core::report::{GrantReport, Report, RunSummary};
-use receive_core::{OpenGate, RxPath, Timestamp};
+use receive_core::{OpenGate, Payload, RxPath, Timestamp};
 
 use crate::cpu::process_cpu_seconds;
 
@@ -204,11 +204,11 @@ fn verdict(accepted_bytes: u64, grants_ok: &[bool]) -> bool {
 }
 
 /// Runs the replay and returns the report.
-pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
-    let keys = MasterKeys::new(
-        master_key(&config.keys.master0, "master0")?,
-        master_key(&config.keys.master1, "master1")?,
-    );
+/// The placement engine the configuration describes, the memory it needs, and each
+/// grant's expected digest.
+type Digests = HashMap<GrantId, Option<String>>;
+
+fn configure(config: &ReplayConfig) -> Result<(PlacementEngine, u64, Digests)> {
     let mut policy = Policy::default();
     if let Some(min) = config.policy.direct_spi_min {
         policy.direct_spi_min = min;
@@ -231,7 +231,7 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
         bail!("regions need {base} bytes; replay allocates at most {MAX_MEMORY}");
     }
     engine.advance(0, |_| {});
-    let mut digests: HashMap<GrantId, Option<String>> = HashMap::new();
+    let mut digests = Digests::new();
     for g in &config.grants {
         if !engine.has_sa(g.spi) {
             engine
@@ -250,20 +250,18 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
             .with_context(|| format!("grant for SPI {:#x} in region {}", g.spi, g.region))?;
         digests.insert(id, g.sha256.clone());
     }
+    Ok((engine, base, digests))
+}
 
-    let target = Arc::new(VecTarget::new(0, usize::try_from(base)?));
-    let pipeline = CopyPipeline::new(
-        Arc::clone(&target),
-        CpuEngine::new(Arc::clone(&target)),
-        Decider::CPU_ONLY,
-    );
-    let mut rx = RxPath::new(engine, keys, pipeline, MAX_STAGED);
+type ReplayPath = RxPath<VecTarget, CpuEngine<VecTarget, Payload>>;
 
+/// Every frame of the capture through the receive path, on the capture's own clock;
+/// regions configured inactive activate after the last frame.
+fn play(pcap: &Path, rx: &mut ReplayPath) -> Result<()> {
     let file = File::open(pcap).with_context(|| format!("cannot open {}", pcap.display()))?;
     let mut reader = PcapReader::new(BufReader::new(file))
         .with_context(|| format!("{} is not a pcap file", pcap.display()))?;
     check_link_type(pcap, reader.header().datalink)?;
-    let (cpu0, t0) = (process_cpu_seconds(), Instant::now());
     let mut frames = 0u64;
     let mut first_ts = None;
     while let Some(packet) = reader.next_packet() {
@@ -276,12 +274,23 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
         let mut frame = packet.data.into_owned();
         rx.on_frame(&mut frame, None, now, &OpenGate)?;
     }
-    // Regions configured inactive become active after the last frame.
     rx.activate(Timestamp::since_start(Duration::MAX), &OpenGate, usize::MAX)?;
     rx.finish()?;
-    let (elapsed, cpu) = (t0.elapsed().as_secs_f64(), process_cpu_seconds() - cpu0);
+    Ok(())
+}
 
-    let mut grants_by_spi: HashMap<u32, Vec<GrantReport>> = HashMap::new();
+/// The grants at the end of a replay.
+struct GrantOutcome {
+    /// Reports per SPI.
+    by_spi: HashMap<u32, Vec<GrantReport>>,
+    /// Per grant: complete and matching its digest.
+    ok: Vec<bool>,
+    missing_bytes: u64,
+}
+
+/// Each grant's report, with its digest checked against `target`.
+fn grant_reports(rx: &ReplayPath, target: &VecTarget, digests: &Digests) -> Result<GrantOutcome> {
+    let mut by_spi: HashMap<u32, Vec<GrantReport>> = HashMap::new();
     let mut grants_ok = Vec::new();
     let mut missing_bytes = 0;
     for id in rx.placement.grant_ids() {
@@ -302,20 +311,44 @@ pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
         });
         grants_ok.push(p.is_complete() && digest_ok == Some(true));
         missing_bytes += p.missing_bytes();
-        grants_by_spi
+        by_spi
             .entry(g.spi)
             .or_default()
             .push(GrantReport::new(g, p, digest_ok));
     }
+    Ok(GrantOutcome {
+        by_spi,
+        ok: grants_ok,
+        missing_bytes,
+    })
+}
+
+pub fn run(pcap: &Path, config: &ReplayConfig) -> Result<Report> {
+    let keys = MasterKeys::new(
+        master_key(&config.keys.master0, "master0")?,
+        master_key(&config.keys.master1, "master1")?,
+    );
+    let (engine, memory_len, digests) = configure(config)?;
+    let target = Arc::new(VecTarget::new(0, usize::try_from(memory_len)?));
+    let pipeline = CopyPipeline::new(
+        Arc::clone(&target),
+        CpuEngine::new(Arc::clone(&target)),
+        Decider::CPU_ONLY,
+    );
+    let mut rx = RxPath::new(engine, keys, pipeline, MAX_STAGED);
+    let (cpu0, t0) = (process_cpu_seconds(), Instant::now());
+    play(pcap, &mut rx)?;
+    let (elapsed, cpu) = (t0.elapsed().as_secs_f64(), process_cpu_seconds() - cpu0);
+    let grants = grant_reports(&rx, &target, &digests)?;
     let c = &rx.counters;
     let accepted_bytes = c.direct.bytes + c.cpu_copy.bytes + c.engine_copy.bytes + c.staged.bytes;
     let run = RunSummary {
         elapsed_seconds: elapsed,
         cpu_seconds: cpu,
-        verified: verdict(accepted_bytes, &grants_ok),
-        missing_bytes,
+        verified: verdict(accepted_bytes, &grants.ok),
+        missing_bytes: grants.missing_bytes,
     };
-    Ok(rx.report("replay", "cpu", run, grants_by_spi))
+    Ok(rx.report("replay", "cpu", run, grants.by_spi))
 }
 
 #[cfg(test)]
