@@ -106,7 +106,7 @@ fn bind_mode(zero_copy: ZeroCopy, iface: &str) -> Result<BindMode> {
 
 /// Copy backend for payloads that did not land in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EngineKind {
+pub enum CopyBackend {
     /// Copy on the receive thread.
     Cpu,
     /// The I/OAT-class engine model (worker threads, bounded rings).
@@ -155,7 +155,7 @@ pub struct LiveArgs {
     pub poll: bool,
     /// Copy backend.
     #[arg(long, value_enum, default_value = "cpu")]
-    pub engine: EngineKind,
+    pub engine: CopyBackend,
     /// With --engine ioat: copies of at least this many bytes go to the engine.
     #[arg(long, default_value_t = 0)]
     pub engine_threshold: usize,
@@ -218,15 +218,15 @@ pub fn run(args: &LiveArgs) -> Result<Report> {
     let io = bring_up(args, &umem, fill_size)?;
     let target = Arc::new(UmemTarget(Arc::clone(&memory)));
     match args.engine {
-        EngineKind::Cpu => {
-            let engine = CpuEngine::new(Arc::clone(&target));
-            let pipeline = CopyPipeline::new(target, engine, Decider::CPU_ONLY);
+        CopyBackend::Cpu => {
+            let copier = CpuEngine::new(Arc::clone(&target));
+            let pipeline = CopyPipeline::new(target, copier, Decider::CPU_ONLY);
             serve(args, &layout, &memory, io, pipeline, "cpu")
         }
-        EngineKind::Ioat => {
-            let engine = IoatModel::start(Arc::clone(&target), &IoatConfig::default())?;
+        CopyBackend::Ioat => {
+            let copier = IoatModel::start(Arc::clone(&target), &IoatConfig::default())?;
             let decider = Decider::fixed(args.engine_threshold);
-            let pipeline = CopyPipeline::new(target, engine, decider);
+            let pipeline = CopyPipeline::new(target, copier, decider);
             serve(args, &layout, &memory, io, pipeline, "ioat_model")
         }
     }
