@@ -4,12 +4,16 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use copy_fallback::decider::Decider;
 
 use control::Request;
 use placement::GrantId;
 use psp::{DerivedKey, Sa, Version};
-use support::{Harness, MSS, RegionDef, Setup, verified};
+use support::{Harness, HeldEngine, MSS, RegionDef, Setup, verified};
 
 const LEN: u64 = 256 * 1024;
 
@@ -417,4 +421,46 @@ proptest::proptest! {
         proptest::prop_assert_eq!(r.regions[0].stray_bytes, 0);
         proptest::prop_assert_eq!(r.still_staged_bytes, 0);
     }
+}
+
+#[test]
+fn a_revoked_window_is_kept_until_its_copies_in_flight_have_landed() {
+    let release = Arc::new(AtomicBool::new(false));
+    let held = Arc::clone(&release);
+    let mut h = Harness::with_engine(&Setup::default(), Decider::fixed(0), move |t| {
+        HeldEngine::new(t, held)
+    });
+    let a = h.open_stream(1, LEN, 0, None);
+    h.turn();
+    // The first segments land in bounce frames: their copies go to the engine and stay
+    // in flight.
+    h.arrive(0, &a.frames()[..usize::try_from(EARLY).expect("small")]);
+    h.rx.connection_closed(a.conn);
+    h.advance(Duration::from_millis(150));
+    let id = GrantId::from_wire(a.granted.grant);
+    assert!(
+        h.rx.grant_table().grant(id).is_some(),
+        "copies still in flight may write the window: it is kept"
+    );
+    let b = h.open_stream(2, LEN, 0, None);
+    assert_ne!(b.granted.offset, a.granted.offset);
+    // B's traffic takes the slots A still had posted; A's copies are still held.
+    h.turn();
+    h.arrive_in_batches(0, &b.frames(), 16);
+    h.advance(Duration::from_millis(150));
+    assert!(
+        h.rx.grant_table().grant(id).is_some(),
+        "no slot of A is posted any more, but its copies are still in flight"
+    );
+    release.store(true, Ordering::Relaxed);
+    h.advance(Duration::from_millis(150));
+    assert!(
+        h.rx.grant_table().grant(id).is_none(),
+        "released once they landed"
+    );
+    assert!(verified(&h.complete(&b)));
+    assert_eq!(h.window_bytes(&b), b.message);
+    let r = h.report();
+    assert_eq!(r.regions[0].stray_bytes, 0);
+    assert_eq!(r.control.expect("control").revoked_on_close, 1);
 }

@@ -97,6 +97,8 @@ pub struct FillPlanner {
     /// posting of the same address).
     outstanding_slots: BTreeMap<(u64, usize), u32>,
     stats: PlanStats,
+    /// The batch being posted, kept between refills (no allocation per loop turn).
+    batch: Vec<(u64, Posted)>,
 }
 
 impl FillPlanner {
@@ -111,6 +113,7 @@ impl FillPlanner {
             bounce_is_free: vec![true; layout.bounce_frames as usize],
             outstanding_slots: BTreeMap::new(),
             stats: PlanStats::default(),
+            batch: Vec::new(),
         }
     }
 
@@ -153,7 +156,8 @@ impl FillPlanner {
             return 0;
         };
         let free = fill.free() as usize;
-        let mut batch: Vec<(u64, Posted)> = Vec::new();
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
         while batch.len() < free {
             let outstanding = q.posted.len() + batch.len();
             if let Some((p, cursor)) = q.current() {
@@ -208,7 +212,7 @@ impl FillPlanner {
             }
         }
         let shift = self.layout.landing_shift();
-        for (addr, posted) in batch {
+        for (addr, posted) in batch.drain(..) {
             match posted {
                 Posted::Slot { .. } => {
                     self.stats.slots_posted += 1;
@@ -221,6 +225,7 @@ impl FillPlanner {
             }
             q.posted.push_back((addr, posted));
         }
+        self.batch = batch;
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 

@@ -10,6 +10,7 @@ use control::{Granted, Request, Response};
 use copy_fallback::cpu::CpuEngine;
 use copy_fallback::decider::Decider;
 use copy_fallback::pipeline::CopyPipeline;
+use copy_fallback::{Completion, CopyEngine, CopyTarget, Descriptor, Health, Refused};
 use psp::{
     DerivedKey, FlowTemplate, FrameBuilder, Hint, IpEndpoints, MasterKey, MasterKeys, Sa,
     SegmentSpec, Version,
@@ -19,16 +20,20 @@ use receive_core::{
     ConnId, Limits, Output, Payload, Receiver, ReceiverConfig, RegionSpec, Report, RunFacts,
     Timestamp, UmemTarget,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 use umem::{Layout, UmemMemory};
 
 /// Receiver's MSS in these tests.
 pub const MSS: u32 = 1400;
 
-/// The receiver under test, the kernel model, and the clock.
-pub struct Harness {
+/// The copy engine of most tests: copies on the calling thread.
+pub type CpuCopies = CpuEngine<UmemTarget, Payload>;
+
+/// The receiver under test (copying through `E`), the kernel model, and the clock.
+pub struct Harness<E: CopyEngine<Payload> = CpuCopies> {
     pub memory: &'static Arc<UmemMemory>,
     pub layout: Layout,
-    pub rx: Receiver<'static, UmemTarget, CpuEngine<UmemTarget, Payload>>,
+    pub rx: Receiver<'static, UmemTarget, E>,
     pub kernel: KernelModel,
     pub now: Timestamp,
     out: Vec<Output>,
@@ -74,7 +79,19 @@ impl Default for Setup {
 }
 
 impl Harness {
+    /// Copies on the CPU.
     pub fn new(setup: &Setup) -> Self {
+        Self::with_engine(setup, Decider::CPU_ONLY, CpuEngine::new)
+    }
+}
+
+impl<E: CopyEngine<Payload>> Harness<E> {
+    /// Copies through the engine `make` builds, as `decider` says.
+    pub fn with_engine(
+        setup: &Setup,
+        decider: Decider,
+        make: impl FnOnce(Arc<UmemTarget>) -> E,
+    ) -> Self {
         let ids: Vec<(u32, u64)> = setup.regions.iter().map(|r| (r.id, r.len)).collect();
         let layout = Layout::new(&ids, setup.bounce_frames, 2048).expect("layout");
         // Leaked: the receiver borrows the memory for the whole test.
@@ -105,11 +122,7 @@ impl Harness {
             mac: "02:00:00:00:00:01".into(),
         };
         let target = Arc::new(UmemTarget(Arc::clone(memory)));
-        let pipeline = CopyPipeline::new(
-            Arc::clone(&target),
-            CpuEngine::new(target),
-            Decider::CPU_ONLY,
-        );
+        let pipeline = CopyPipeline::new(Arc::clone(&target), make(target), decider);
         let keys = MasterKeys::new(MasterKey([7; 32]), MasterKey([9; 32]));
         let rx = Receiver::new(config, memory, layout.clone(), keys, pipeline).expect("receiver");
         let ring = (setup.window.max(setup.bounce_depth) * 2).next_power_of_two();
@@ -388,4 +401,49 @@ pub fn verified(r: &Response) -> bool {
             ..
         }
     )
+}
+
+/// A copy engine that holds every copy until released: a slow DMA engine whose copies
+/// stay in flight as long as a test needs (the copies are real once released).
+pub struct HeldEngine {
+    target: Arc<UmemTarget>,
+    held: Vec<Descriptor<Payload>>,
+    pub release: Arc<AtomicBool>,
+}
+
+impl HeldEngine {
+    pub fn new(target: Arc<UmemTarget>, release: Arc<AtomicBool>) -> Self {
+        Self {
+            target,
+            held: Vec::new(),
+            release,
+        }
+    }
+}
+
+impl CopyEngine<Payload> for HeldEngine {
+    fn submit(&mut self, descriptor: Descriptor<Payload>) -> Result<(), Refused<Payload>> {
+        self.held.push(descriptor);
+        Ok(())
+    }
+
+    fn poll(&mut self, out: &mut Vec<Completion<Payload>>) -> usize {
+        if !self.release.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let n = self.held.len();
+        for descriptor in self.held.drain(..) {
+            let result = self.target.write(descriptor.dst, descriptor.src.as_ref());
+            out.push(Completion { descriptor, result });
+        }
+        n
+    }
+
+    fn health(&self) -> Health {
+        Health::Healthy
+    }
+
+    fn outstanding(&self) -> usize {
+        self.held.len()
+    }
 }
