@@ -43,6 +43,10 @@ pub enum Request {
         queue: u32,
         /// Region wanted (the receiver picks one when absent).
         region: Option<u32>,
+        /// Bytes of each frame before its payload (Ethernet through TCP), for a receiver
+        /// that lands whole frames: it then picks the MSS that fills its frame cap.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        frame_header_len: Option<u32>,
     },
     /// The whole message was sent.
     Complete {
@@ -108,8 +112,12 @@ pub struct Granted {
     pub len: u64,
     /// TCP sequence number of the window's first byte.
     pub base_seq: u32,
-    /// Payload bytes per segment.
+    /// Payload bytes per segment (the receiver's choice when it lands whole frames).
     pub mss: u32,
+    /// Send the segments back to front within runs of this many segments, the runs in
+    /// ascending order (whole-frame landing); ascending when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descending_run: Option<u64>,
 }
 
 /// Errors of the control plane.
@@ -169,6 +177,7 @@ mod tests {
                 mss: 1400,
                 queue: 1,
                 region: None,
+                frame_header_len: Some(94),
             },
             Request::Complete {
                 grant: 3,
@@ -184,6 +193,7 @@ mod tests {
             len: 1 << 20,
             base_seq: 7,
             mss: 1400,
+            descending_run: Some(4096),
         });
         let mut line = Vec::new();
         write(&mut line, &granted).unwrap();

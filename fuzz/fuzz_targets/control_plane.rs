@@ -57,6 +57,7 @@ fn request(r: RequestIn) -> Request {
             mss: mss % 2000,
             queue: u32::from(queue % 3),
             region: region.map(|r| u32::from(r % 4)),
+            frame_header_len: None,
         },
         RequestIn::Complete { grant, good_digest } => Request::Complete {
             grant: grant % (4 << 32),

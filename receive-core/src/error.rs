@@ -78,6 +78,21 @@ pub enum RequestError {
         /// Why not.
         why: WindowError,
     },
+    /// Whole frames land, and the grant request did not say how long its headers are.
+    #[error("this receiver lands whole frames: the grant request needs frame_header_len")]
+    FrameHeaderLenMissing,
+    /// Frames longer than the receiver lets land.
+    #[error(
+        "frames of {header} header bytes and an MSS of {mss} exceed the frame cap of {frame_cap} bytes (at most 256 header bytes)"
+    )]
+    FrameTooLong {
+        /// Declared header bytes.
+        header: u32,
+        /// Asked MSS.
+        mss: u32,
+        /// The receiver's frame cap.
+        frame_cap: u32,
+    },
     /// A digest that is not 64 hex digits.
     #[error("sha256 must be 64 hex digits")]
     BadDigest,

@@ -63,6 +63,21 @@ pub struct Limits {
     pub activation_delay: Duration,
     /// Sessions one connection may open.
     pub sessions_per_connection: usize,
+    /// Whole frames land in the UMEM (`None`: payloads only).
+    pub whole_frame: Option<WholeFrame>,
+}
+
+/// Whole frames land: grants must declare their frames' header length and fit the frame
+/// cap (a frame of exactly the cap is placed; a shorter one leaves room for a longer
+/// foreign frame to reach the next slot, so it is copied), and are sent back to front, so
+/// that each frame's headers land in the slot of the segment that arrives next and covers
+/// them (docs/design.md, "Whole-frame landing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeFrame {
+    /// Most bytes a landing frame writes (the XDP program passes longer frames on).
+    pub frame_cap: u32,
+    /// Segments per back-to-front run.
+    pub descending_run: u64,
 }
 
 impl Default for Limits {
@@ -74,6 +89,7 @@ impl Default for Limits {
             grant_timeout: Duration::from_secs(60),
             activation_delay: Duration::from_millis(200),
             sessions_per_connection: 4,
+            whole_frame: None,
         }
     }
 }
@@ -109,6 +125,8 @@ pub struct GrantEntry {
     pub queue: u32,
     /// Payload bytes per segment.
     pub mss: u32,
+    /// With whole-frame landing: header bytes of each frame before its payload.
+    pub frame_prefix: Option<u32>,
     /// When it was granted.
     pub created: Timestamp,
     /// Where it is in its life.
@@ -294,6 +312,7 @@ impl GrantTable {
                 mss,
                 queue,
                 region,
+                frame_header_len,
             } => {
                 let ask = GrantAsk {
                     spi: *spi,
@@ -302,6 +321,7 @@ impl GrantTable {
                     mss: *mss,
                     queue: *queue,
                     region: *region,
+                    frame_header_len: *frame_header_len,
                 };
                 self.make_grant(engine, conn, &ask, now)
             }
@@ -350,6 +370,7 @@ impl GrantTable {
         if self.spi_owner.get(&ask.spi) != Some(&conn) {
             return Err(RequestError::NotYourSpi(ask.spi));
         }
+        let ask = &self.frame_fit(ask)?;
         if ask.mss < self.limits.min_mss || ask.mss > self.limits.max_mss {
             return Err(RequestError::BadMss {
                 mss: ask.mss,
@@ -386,6 +407,32 @@ impl GrantTable {
                     .join("; "),
             }),
         }
+    }
+
+    /// With whole-frame landing, the ask if its frames (declared headers + MSS) fit the
+    /// frame cap; without, the ask with no header length.
+    fn frame_fit(&self, ask: &GrantAsk) -> Result<GrantAsk, RequestError> {
+        let Some(whole) = self.limits.whole_frame else {
+            return Ok(GrantAsk {
+                frame_header_len: None,
+                ..*ask
+            });
+        };
+        let header = ask
+            .frame_header_len
+            .ok_or(RequestError::FrameHeaderLenMissing)?;
+        let fits = u64::from(header) <= umem::plan::MAX_FRAME_PREFIX
+            && header
+                .checked_add(ask.mss)
+                .is_some_and(|f| f <= whole.frame_cap);
+        if !fits {
+            return Err(RequestError::FrameTooLong {
+                header,
+                mss: ask.mss,
+                frame_cap: whole.frame_cap,
+            });
+        }
+        Ok(*ask)
     }
 
     /// Reserves a window in `region` and grants it; on any refusal nothing stays reserved.
@@ -432,6 +479,7 @@ impl GrantTable {
                 grant,
                 queue: ask.queue,
                 mss: ask.mss,
+                frame_prefix: ask.frame_header_len,
                 created: now,
                 state: GrantState::Open,
                 revoked: None,
@@ -447,6 +495,7 @@ impl GrantTable {
             len: ask.len,
             base_seq: ask.base_seq,
             mss: ask.mss,
+            descending_run: self.limits.whole_frame.map(|w| w.descending_run),
         });
         Ok(Action::Granted { grant: id, reply })
     }
@@ -608,6 +657,7 @@ impl GrantTable {
 }
 
 /// The fields of a grant request.
+#[derive(Clone, Copy)]
 struct GrantAsk {
     spi: u32,
     len: u64,
@@ -615,4 +665,5 @@ struct GrantAsk {
     mss: u32,
     queue: u32,
     region: Option<u32>,
+    frame_header_len: Option<u32>,
 }

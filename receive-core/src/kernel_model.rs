@@ -11,8 +11,10 @@
 //!    its header record; frames the program passes to the stack are counted and skipped;
 //! 2. take the queue's next fill entry, in order; with none, the frame is dropped after
 //!    its record was written (`rx_fill_ring_empty_descs`);
-//! 3. write the payload at fill address + [`Layout::landing_shift`] and post its RX
-//!    descriptor.
+//! 3. write what the program left of the frame at fill address + [`Layout::landing_shift`]
+//!    and post its RX descriptor: the payload alone ([`ModelLanding::Payload`]), or the
+//!    whole frame but its ICV ([`ModelLanding::WholeWithoutIcv`], the PSP-offload NIC
+//!    model: headers first, then the payload; frames longer than the cap are passed on).
 //!
 //! The whole batch lands before the receiver sees any of it (the worst case for anything
 //! that races the writer). Loss, duplication and reordering are the caller's: it decides
@@ -30,6 +32,19 @@ use xdp_common::{HeaderRecord, ICV_LEN, MAX_HDR, MAX_PSP_HDR, TAG_LEN, wire};
 use crate::payload::Payload;
 use crate::receiver::Receiver;
 use crate::time::Timestamp;
+
+/// What lands in the UMEM of each frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelLanding {
+    /// The payload alone (the program strips headers and ICV).
+    Payload,
+    /// The whole frame without its ICV, at most `frame_cap` bytes (longer frames are
+    /// passed to the kernel, as the program does).
+    WholeWithoutIcv {
+        /// Most bytes a landing frame may have.
+        frame_cap: u32,
+    },
+}
 
 /// What happened to the frames handed to the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,6 +73,7 @@ pub struct KernelModel {
     landing_shift: u64,
     chunk_size: u64,
     lose_records: u64,
+    landing: ModelLanding,
     stats: ModelStats,
     descs: Vec<Desc>,
     fill_entry: Vec<u64>,
@@ -124,10 +140,16 @@ impl KernelModel {
             landing_shift: layout.landing_shift(),
             chunk_size: u64::from(layout.chunk_size),
             lose_records: 0,
+            landing: ModelLanding::Payload,
             stats: ModelStats::default(),
             descs: Vec::new(),
             fill_entry: Vec::new(),
         }
+    }
+
+    /// Lands frames as `landing` says from now on.
+    pub fn set_landing(&mut self, landing: ModelLanding) {
+        self.landing = landing;
     }
 
     /// What happened so far.
@@ -166,6 +188,16 @@ impl KernelModel {
                 self.stats.passed += 1;
                 continue;
             };
+            let lands = match self.landing {
+                ModelLanding::Payload => s.payload.clone(),
+                ModelLanding::WholeWithoutIcv { frame_cap } => {
+                    if s.payload.end > frame_cap as usize {
+                        self.stats.passed += 1;
+                        continue;
+                    }
+                    0..s.payload.end
+                }
+            };
             let model = &mut self.queues[q];
             s.record.seq = model.seq;
             model.seq = model.seq.wrapping_add(1);
@@ -181,17 +213,17 @@ impl KernelModel {
                 self.stats.fill_ring_empty += 1;
                 continue;
             };
-            let payload = &frame[s.payload];
+            let bytes = &frame[lands];
             assert!(
-                self.landing_shift + payload.len() as u64 <= self.chunk_size,
+                self.landing_shift + bytes.len() as u64 <= self.chunk_size,
                 "a frame longer than its chunk"
             );
             memory
-                .write(fill + self.landing_shift, payload)
+                .write(fill + self.landing_shift, bytes)
                 .unwrap_or_else(|e| panic!("fill entry {fill:#x} outside the UMEM: {e}"));
             let desc = Desc {
                 addr: fill | (self.landing_shift << 48),
-                len: s.record.payload_len,
+                len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
                 options: 0,
             };
             let posted = model.rx.sides().0.produce([desc]);

@@ -58,13 +58,36 @@ impl Pairing {
     /// The record of the descriptor whose payload is `payload` on `queue`, if one came.
     /// Records before it that match nothing are dropped (counted).
     pub fn pair(&mut self, queue: usize, payload: &[u8]) -> Option<HeaderRecord> {
+        self.pair_by(queue, |r| {
+            let tag = r.tag_bytes();
+            r.payload_len as usize == payload.len() && payload.get(..tag.len()) == Some(tag)
+        })
+    }
+
+    /// The record of a descriptor that holds a whole frame (headers, then the payload,
+    /// the ICV trimmed), if one came: its payload is the frame's last `payload_len`
+    /// bytes, starting with the record's tag. The headers are not compared: the next
+    /// frame, landing back to front, may already have covered them. Returns the record and
+    /// where the payload starts in `frame`.
+    pub fn pair_frame(&mut self, queue: usize, frame: &[u8]) -> Option<(HeaderRecord, usize)> {
+        let payload_at = |r: &HeaderRecord| frame.len().checked_sub(r.payload_len as usize);
+        let record = self.pair_by(queue, |r| {
+            payload_at(r).is_some_and(|at| frame[at..].starts_with(r.tag_bytes()))
+        })?;
+        Some((record, payload_at(&record)?))
+    }
+
+    fn pair_by(
+        &mut self,
+        queue: usize,
+        matches: impl Fn(&HeaderRecord) -> bool,
+    ) -> Option<HeaderRecord> {
         let Some(waiting) = self.waiting.get_mut(queue) else {
             self.stats.unpaired_descriptors += 1;
             return None;
         };
         while let Some(r) = waiting.pop_front() {
-            let tag = r.tag_bytes();
-            if r.payload_len as usize == payload.len() && payload.get(..tag.len()) == Some(tag) {
+            if matches(&r) {
                 self.count_seq(queue, r.seq);
                 return Some(r);
             }

@@ -31,13 +31,13 @@ use copy_fallback::{CopyEngine, CopyTarget};
 use placement::{Decision, GrantId, PlacementEngine, Policy};
 use psp::MasterKeys;
 use umem::{
-    Desc, FillPlanner, FrameReturns, Layout, Posted, Prediction, Producer, ReceivedFrame,
-    UmemMemory,
+    Desc, FillPlanner, FrameLanding, FrameReturns, Layout, Order, Posted, Prediction, Producer,
+    ReceivedFrame, UmemMemory,
 };
 use xdp_common::HeaderRecord;
 
 use crate::error::{ReceiveError, SetupError};
-use crate::grant_table::{Action, ConnId, GrantTable, Limits, RegionSpec};
+use crate::grant_table::{Action, ConnId, GrantEntry, GrantTable, Limits, RegionSpec, WholeFrame};
 use crate::pairing::Pairing;
 use crate::payload::{Payload, Received};
 use crate::receive_path::{CopyTag, RxPath};
@@ -156,10 +156,13 @@ struct Predicted {
     mss: u32,
     first_landing: u64,
     segments: u64,
-    /// Highest segment index seen so far (+1).
-    next_index: u64,
+    full_segments: u64,
+    /// Highest position of the sending order seen so far (+1).
+    next_position: u64,
     /// Slots are being predicted (its region is active).
     predicting: bool,
+    order: Order,
+    landing: FrameLanding,
 }
 
 impl Predicted {
@@ -169,7 +172,27 @@ impl Predicted {
             first_landing: self.first_landing,
             mss: self.mss,
             segments: self.segments,
+            full_segments: self.full_segments,
+            order: self.order,
+            landing: self.landing,
         }
+    }
+}
+
+/// The order and landing of a grant's frames: back to front, whole, when the receiver
+/// lands whole frames and the grant declared its header length.
+fn order_and_landing(whole: Option<WholeFrame>, entry: &GrantEntry) -> (Order, FrameLanding) {
+    match (whole, entry.frame_prefix) {
+        (Some(w), Some(prefix)) => (
+            Order::Descending {
+                run: w.descending_run,
+            },
+            FrameLanding::Whole {
+                prefix,
+                frame_cap: w.frame_cap,
+            },
+        ),
+        _ => (Order::Ascending, FrameLanding::Payload),
     }
 }
 
@@ -204,6 +227,8 @@ struct Counters {
 pub struct Receiver<'m, T: CopyTarget, E: CopyEngine<Payload>> {
     memory: &'m Arc<UmemMemory>,
     layout: Layout,
+    /// Whole frames land (headers, payload), not payloads alone.
+    whole_frame: Option<WholeFrame>,
     rx: RxPath<T, E>,
     table: GrantTable,
     planner: FillPlanner,
@@ -252,6 +277,7 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         Ok(Self {
             memory,
             layout,
+            whole_frame: limits.whole_frame,
             rx,
             table,
             planner,
@@ -363,15 +389,19 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         let region = self.rx.placement.region(g.region_id);
         let base = region.map_or(0, |r| r.base);
         let active = region.and_then(|r| r.active) == Some(g.generation);
+        let (order, landing) = order_and_landing(self.whole_frame, &entry);
         let p = Predicted {
             queue: entry.queue,
             mss: entry.mss,
             first_landing: base + g.offset,
-            // Full segments only: a frame landing in the slot of a short last segment would
-            // reach past the window's end (into the gap). That segment is copied.
-            segments: g.len / u64::from(entry.mss),
-            next_index: 0,
+            segments: g.len.div_ceil(u64::from(entry.mss)),
+            // Full segments only get slots: a frame landing in the slot of a short last
+            // segment would reach past the window's end (into the gap). It is copied.
+            full_segments: g.len / u64::from(entry.mss),
+            next_position: 0,
             predicting: active,
+            order,
+            landing,
         };
         if active {
             self.planner.predict(p.queue as usize, p.prediction(id), 0);
@@ -419,32 +449,59 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
     pub fn on_rx(&mut self, q: usize, d: Desc, now: Timestamp) {
         let posted = self.planner.consumed(q, d.base());
         let (data, len) = (d.data_addr(), d.len as usize);
-        match self.take_received(posted, data, len) {
-            Ok(mut received) => {
-                let pairing = &mut self.pairing;
-                let record = received
-                    .bytes_mut()
-                    .ok()
-                    .and_then(|payload| pairing.pair(q, payload));
-                // Unpaired: dropping `received` returns a bounce frame to the plan.
-                if let Some(r) = record
-                    && let Err(e) = self.on_segment(q, &r, received, now)
-                {
+        match self.take_paired(q, posted, data, len) {
+            Ok(Some((r, received))) => {
+                if let Err(e) = self.on_segment(q, &r, received, now) {
                     self.input_error(format_args!("queue {q}: segment not handled: {e}"));
                 }
             }
+            // Unpaired: the bytes (a bounce frame goes back to the plan) are dropped.
+            Ok(None) => {}
             Err(e) => {
                 // A frame that cannot be taken is held by someone: it is not posted again
                 // (a lost frame rather than one written under a reader).
                 self.input_error(format_args!("queue {q}: descriptor {data:#x}+{len}: {e}"));
             }
         }
-        if let Some(Posted::Slot { .. }) = posted {
-            let landing = d.base() + self.layout.landing_shift();
-            if let Err(e) = self.rx.slot_returned(landing, &self.planner) {
-                self.input_error(format_args!("queue {q}: parked copies: {e}"));
-            }
+        if let Some(Posted::Slot { landing, .. }) = posted
+            && let Err(e) = self.rx.slot_returned(landing, &self.planner)
+        {
+            self.input_error(format_args!("queue {q}: parked copies: {e}"));
         }
+    }
+
+    /// Takes what an RX descriptor brought and pairs it with its header record: the
+    /// payload (split landing), or the payload at the end of a whole frame.
+    fn take_paired(
+        &mut self,
+        q: usize,
+        posted: Option<Posted>,
+        data: u64,
+        len: usize,
+    ) -> Result<Option<(HeaderRecord, Received<'m>)>, umem::Error> {
+        let mut received = self.take_received(posted, data, len)?;
+        let Ok(bytes) = received.bytes_mut() else {
+            return Ok(None);
+        };
+        if self.whole_frame.is_none() {
+            return Ok(self.pairing.pair(q, bytes).map(|r| (r, received)));
+        }
+        let Some((record, at)) = self.pairing.pair_frame(q, bytes) else {
+            return Ok(None);
+        };
+        // The payload only, from here on.
+        let payload = match received {
+            Received::Bounce { frame, data, len } => Received::Bounce {
+                frame,
+                data: data + at as u64,
+                len: len - at,
+            },
+            Received::Slot(slot) => {
+                drop(slot);
+                Received::Slot(self.memory.slot_mut(data + at as u64, len - at)?)
+            }
+        };
+        Ok(Some((record, payload)))
     }
 
     /// Takes the bytes an RX descriptor brought, exclusively: the bounce frame (the plan
@@ -498,7 +555,8 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         else {
             return;
         };
-        g.next_index = g.next_index.max(index + 1);
+        let position = g.order.position_of(index, g.segments);
+        g.next_position = g.next_position.max(position + 1);
         self.planner.observed(q, gid.to_wire(), index);
     }
 
@@ -544,7 +602,7 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
                     && !p.predicting
                 {
                     p.predicting = true;
-                    let (queue, prediction, next) = (p.queue, p.prediction(id), p.next_index);
+                    let (queue, prediction, next) = (p.queue, p.prediction(id), p.next_position);
                     self.planner.predict(queue as usize, prediction, next);
                 }
             }
@@ -772,6 +830,8 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
 
     /// Counts non-zero bytes outside every window ever granted, per region.
     fn region_reports(&self) -> Vec<RegionReport> {
+        // Whole frames: the headers of a window's first slot land just before it.
+        let spill = self.whole_frame.map_or(0, |_| umem::plan::MAX_FRAME_PREFIX);
         self.table
             .region_ids()
             .filter_map(|id| {
@@ -781,18 +841,19 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
                     id,
                     len: windows.len(),
                     granted_bytes: windows.granted_bytes(),
-                    stray_bytes: stray_bytes(self.memory, span.base, windows),
+                    stray_bytes: stray_bytes(self.memory, span.base, windows, spill),
                 })
             })
             .collect()
     }
 }
 
-/// Non-zero bytes of the region at `base` outside every window ever granted.
-pub fn stray_bytes(memory: &UmemMemory, base: u64, windows: &RegionWindows) -> u64 {
+/// Non-zero bytes of the region at `base` outside every window ever granted (and outside
+/// the `spill` bytes before each, where whole frames' headers may land).
+pub fn stray_bytes(memory: &UmemMemory, base: u64, windows: &RegionWindows, spill: u64) -> u64 {
     let mut buf = vec![0u8; 1 << 20];
     let mut stray = 0u64;
-    for gap in windows.never_granted() {
+    for gap in windows.never_granted_or_spilled(spill) {
         let mut at = gap.start;
         while at < gap.end {
             let n = usize::try_from(gap.end - at).map_or(buf.len(), |left| left.min(buf.len()));

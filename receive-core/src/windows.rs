@@ -124,11 +124,18 @@ impl RegionWindows {
 
     /// The parts of the region no window ever covered, in order.
     pub fn never_granted(&self) -> Vec<std::ops::Range<u64>> {
+        self.never_granted_or_spilled(0)
+    }
+
+    /// The parts of the region no window ever covered, and that are not within `spill`
+    /// bytes before one (where the headers of a whole frame landing in its first slot go).
+    pub fn never_granted_or_spilled(&self, spill: u64) -> Vec<std::ops::Range<u64>> {
         let mut gaps = Vec::new();
         let mut at = 0;
         for (&s, &e) in &self.history {
-            if s > at {
-                gaps.push(at..s);
+            let spilled_from = s.saturating_sub(spill);
+            if spilled_from > at {
+                gaps.push(at..spilled_from);
             }
             at = at.max(e);
         }

@@ -37,6 +37,7 @@ fn request() -> impl Strategy<Value = Request> {
                 mss,
                 queue,
                 region,
+                frame_header_len: None,
             }),
         (grant, prop_oneof![Just("ab".repeat(32)), ".{0,70}"])
             .prop_map(|(grant, sha256)| Request::Complete { grant, sha256 }),

@@ -55,6 +55,7 @@ fn grant_req(spi: u32, len: u64, region: Option<u32>) -> Request {
         mss: 1400,
         queue: 0,
         region,
+        frame_header_len: None,
     }
 }
 
@@ -292,6 +293,7 @@ fn mss_and_queue_are_checked() {
             mss,
             queue,
             region: None,
+            frame_header_len: None,
         };
         assert!(is_error(&t.handle(&mut e, ConnId(1), &r, Timestamp::START)));
     }

@@ -13,6 +13,8 @@ use copy_fallback::decider::Decider;
 use control::Request;
 use placement::GrantId;
 use psp::{DerivedKey, Sa, Version};
+use receive_core::ConnId;
+use receive_core::grant_table::WholeFrame;
 use support::{Harness, HeldEngine, MSS, RegionDef, Setup, verified};
 
 const LEN: u64 = 256 * 1024;
@@ -463,4 +465,117 @@ fn a_revoked_window_is_kept_until_its_copies_in_flight_have_landed() {
     let r = h.report();
     assert_eq!(r.regions[0].stray_bytes, 0);
     assert_eq!(r.control.expect("control").revoked_on_close, 1);
+}
+
+/// Whole frames land (headers first, the ICV trimmed: the PSP-offload model) in frames
+/// of at most 1498 bytes, back to front.
+fn whole_frame_setup() -> Setup {
+    Setup {
+        whole_frame: Some(WholeFrame {
+            frame_cap: 1498,
+            descending_run: 4096,
+        }),
+        ..Setup::default()
+    }
+}
+
+#[test]
+fn whole_frames_sent_back_to_front_leave_every_payload_in_place() {
+    let mut h = Harness::new(&whole_frame_setup());
+    let s = h.open_stream(1, LEN, 0, None);
+    // The MSS fills the frame cap after the sender's headers; the order is back to front.
+    assert_eq!(s.granted.mss + support::FRAME_HEADER_LEN, 1498);
+    assert_eq!(s.granted.descending_run, Some(4096));
+    h.turn();
+    h.arrive_in_batches(0, &s.frames(), 32);
+    assert!(verified(&h.complete(&s)));
+    assert_eq!(h.window_bytes(&s), s.message);
+    let r = h.report();
+    // The first segments sent (the highest) land in the bounce frames posted before the
+    // grant; every later one lands whole with its payload exactly in place, its headers
+    // in the slot below (covered by the next frame).
+    let mss = u64::from(s.granted.mss);
+    let full = LEN / mss;
+    let in_bounce = EARLY - 1; // the short last segment is one of them
+    assert_eq!(
+        r.numbers.direct_bytes,
+        (full - in_bounce) * mss,
+        "{:?} {:?}",
+        r.numbers,
+        r.xsk_stats
+    );
+    assert!(r.numbers.rejects.is_empty(), "{:?}", r.numbers.rejects);
+    assert_eq!(r.regions[0].stray_bytes, 0);
+}
+
+#[test]
+fn a_whole_frame_grant_must_declare_its_header_length() {
+    let mut h = Harness::new(&whole_frame_setup());
+    h.frame_header_len = None;
+    let sa = h.open_session_only(1);
+    let r = h.request(
+        ConnId(1),
+        &Request::Grant {
+            spi: sa.spi(),
+            len: LEN,
+            base_seq: 0,
+            mss: MSS,
+            queue: 0,
+            region: None,
+            frame_header_len: None,
+        },
+    );
+    assert!(
+        matches!(&r, control::Response::Error { message } if message.contains("frame_header_len")),
+        "{r:?}"
+    );
+    let r = h.request(
+        ConnId(1),
+        &Request::Grant {
+            spi: sa.spi(),
+            len: LEN,
+            base_seq: 0,
+            mss: MSS,
+            queue: 0,
+            region: None,
+            frame_header_len: Some(1498 - MSS + 1),
+        },
+    );
+    assert!(
+        matches!(&r, control::Response::Error { message } if message.contains("frame cap")),
+        "{r:?}"
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whole frames, back to front, whatever the network does: the window ends equal to
+    /// the message, nothing lands outside it (but the headers' spill before it), and on a
+    /// clean stream every segment after the first batch of bounce frames is in place.
+    #[test]
+    fn whole_frames_end_with_the_message_in_place_under_loss_duplication_and_reordering(
+        ops in proptest::collection::vec(impairment(), 0..40),
+        batch in 1usize..64,
+        second_window in proptest::bool::ANY,
+    ) {
+        let mut h = Harness::new(&whole_frame_setup());
+        if second_window {
+            // A first window, so that this one has a neighbour below it.
+            let _ = h.open_stream(9, 64 * 1024, 0, None);
+        }
+        let s = h.open_stream(1, 64 * 1024, 0, None);
+        h.turn();
+        h.arrive_in_batches(0, &impair(&s.frames(), &ops), batch);
+        proptest::prop_assert!(verified(&h.complete(&s)));
+        proptest::prop_assert_eq!(h.window_bytes(&s), s.message.clone());
+        // The other window's grant is never sent: its prediction takes the queue's slots.
+        let clean = ops.is_empty() && !second_window;
+        let r = h.report();
+        proptest::prop_assert_eq!(r.regions[0].stray_bytes, 0);
+        if clean {
+            let placed = r.numbers.direct_bytes as f64 / r.numbers.payload_bytes as f64;
+            proptest::prop_assert!(placed > 0.6, "{}", placed);
+        }
+    }
 }

@@ -20,6 +20,7 @@ use copy_fallback::{CopyEngine, CopyTarget};
 use indicatif::{ProgressBar, ProgressStyle};
 use placement::GrantId;
 use psp::{MasterKey, MasterKeys};
+use receive_core::grant_table::WholeFrame;
 use receive_core::report::QueueReport;
 use receive_core::{
     ConnId, CopyTag, Limits, Output, Payload, Receiver, ReceiverConfig, RegionSpec, Report,
@@ -104,6 +105,15 @@ fn bind_mode(zero_copy: ZeroCopy, iface: &str) -> Result<BindMode> {
     }
 }
 
+/// What lands in the UMEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Landing {
+    /// The payload alone (the XDP program strips headers and ICV).
+    Split,
+    /// Whole frames without their ICV, sent back to front (the PSP-offload NIC model).
+    WholeFrame,
+}
+
 /// Copy backend for payloads that did not land in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CopyBackend {
@@ -150,6 +160,14 @@ pub struct LiveArgs {
     /// which direct placement does not handle yet.
     #[arg(long, value_enum, default_value = "off")]
     pub zero_copy: ZeroCopy,
+    /// What lands in the UMEM: the payload alone (split), or the whole frame without its
+    /// ICV (whole-frame: the XDP program keeps the headers and trims the ICV, modelling a
+    /// NIC with inline PSP that need not DMA it). Whole frames are sent back to front, so
+    /// each frame's headers land in the slot the next frame covers; frames longer than the
+    /// link's MTU + 14 − 16 bytes are passed to the kernel. Copy mode only: a zero-copy NIC
+    /// would DMA the ICV over the next segment's first bytes (docs/design.md).
+    #[arg(long, value_enum, default_value = "split")]
+    pub landing: Landing,
     /// Wait with poll(2) and need-wakeup instead of busy polling.
     #[arg(long)]
     pub poll: bool,
@@ -236,6 +254,14 @@ pub fn run(args: &LiveArgs) -> Result<Report> {
 fn bring_up(args: &LiveArgs, umem: &Umem, fill_size: u32) -> Result<Io> {
     let mut program = XdpProgram::attach(&args.iface)?;
     let mode = bind_mode(args.zero_copy, &args.iface)?;
+    if let Some(cap) = frame_cap(args)? {
+        if mode == BindMode::ZeroCopy {
+            bail!(
+                "--landing whole-frame models a NIC that does not DMA the ICV; a zero-copy NIC does, over the next segment's first bytes, and their repair is not implemented: use --landing split"
+            );
+        }
+        program.land_whole_frames(cap)?;
+    }
     let mut sockets: Vec<Socket> = Vec::new();
     for q in 0..args.queues {
         let s = umem.socket(&SocketConfig {
@@ -251,6 +277,23 @@ fn bring_up(args: &LiveArgs, umem: &Umem, fill_size: u32) -> Result<Io> {
         sockets.push(s);
     }
     Ok(Io { program, sockets })
+}
+
+/// With whole-frame landing: the most bytes a frame may land with, the link's largest
+/// frame (MTU + Ethernet header) without its ICV.
+fn frame_cap(args: &LiveArgs) -> Result<Option<u32>> {
+    if args.landing == Landing::Split {
+        return Ok(None);
+    }
+    let path = format!("/sys/class/net/{}/mtu", args.iface);
+    let mtu: u32 = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {path}"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{path} is not a number"))?;
+    let frame = u64::from(mtu) + xdp_common::wire::ETH_LEN as u64;
+    let cap = frame.saturating_sub(xdp_common::ICV_LEN as u64);
+    Ok(Some(u32::try_from(cap).unwrap_or(u32::MAX)))
 }
 
 /// The receive core's configuration from the command line.
@@ -280,6 +323,10 @@ fn core_config(args: &LiveArgs, layout: &Layout, queues: usize) -> Result<Receiv
         limits: Limits {
             grant_timeout: Duration::from_secs(args.grant_timeout_seconds),
             activation_delay: Duration::from_millis(args.activation_delay_ms),
+            whole_frame: frame_cap(args)?.map(|frame_cap| WholeFrame {
+                frame_cap,
+                descending_run: u64::from(args.window),
+            }),
             ..Limits::default()
         },
         max_staged_bytes: 64 << 20,

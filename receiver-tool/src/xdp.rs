@@ -6,9 +6,9 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{Context, Result};
 use aya::Ebpf;
-use aya::maps::{MapData, PerCpuArray, RingBuf, XskMap};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf, XskMap};
 use aya::programs::{Xdp, XdpMode};
-use xdp_common::{Counter, HeaderRecord, PROGRAM, map};
+use xdp_common::{Counter, HeaderRecord, PROGRAM, landing, map};
 
 /// The loaded and attached program with its maps. Detaches when dropped.
 pub struct XdpProgram {
@@ -17,6 +17,7 @@ pub struct XdpProgram {
     xsks: XskMap<MapData>,
     headers: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    landing: Array<MapData, u32>,
     /// "native" or "generic".
     pub mode: &'static str,
 }
@@ -57,13 +58,29 @@ impl XdpProgram {
         let xsks = XskMap::try_from(take(&mut ebpf, map::XSKS)?)?;
         let headers = RingBuf::try_from(take(&mut ebpf, map::HEADERS)?)?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, map::COUNTERS)?)?;
+        let landing = Array::try_from(take(&mut ebpf, map::LANDING)?)?;
         Ok(Self {
             _ebpf: ebpf,
             xsks,
             headers,
             counters,
+            landing,
             mode,
         })
+    }
+
+    /// Lands whole frames (without their ICV) of at most `frame_cap` bytes from now on.
+    ///
+    /// # Errors
+    /// The map update failing.
+    pub fn land_whole_frames(&mut self, frame_cap: u32) -> Result<()> {
+        self.landing
+            .set(landing::FRAME_CAP, frame_cap, 0)
+            .and_then(|()| {
+                self.landing
+                    .set(landing::MODE, landing::WHOLE_WITHOUT_ICV, 0)
+            })
+            .context("LANDING map")
     }
 
     /// Routes rx queue `queue` to socket `fd`.

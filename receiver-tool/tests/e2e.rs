@@ -416,18 +416,37 @@ fn lying_senders_are_rejected_and_leave_other_regions_untouched() {
     if !may_run() {
         return;
     }
-    // Queue 0 honest (region 1); queues 1-4 lie, each granted a window in region 2.
+    lying_senders("zce2elie", &[], "1400");
+}
+
+#[test]
+fn lying_senders_of_whole_frames_are_rejected_and_leave_other_regions_untouched() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    lying_senders("zce2eliew", WHOLE_FRAME, WHOLE_FRAME_MSS);
+}
+
+/// Queue 0 honest (region 1); queues 1-4 lie, each granted a window in region 2: every
+/// lie is rejected for its reason, and region 1 holds the honest window and nothing else.
+fn lying_senders(name: &str, landing: &[&str], mss: &str) {
+    let message_bytes = (1000 * mss.parse::<u64>().unwrap()).to_string();
+    let mut recv_args = vec!["--region", "1:8M", "--region", "2:32M"];
+    recv_args.extend_from_slice(landing);
     let o = run(
-        "zce2elie",
+        name,
         5,
-        &["--region", "1:8M", "--region", "2:32M"],
+        &recv_args,
         &[
             "--queues",
             "0,1,2,3,4",
             "--regions",
             "1,2,2,2,2",
+            "--mss",
+            mss,
             "--message-bytes",
-            "1400000",
+            &message_bytes,
             "--lie",
             "1:region=1",
             "--lie",
@@ -463,6 +482,121 @@ fn lying_senders_are_rejected_and_leave_other_regions_untouched() {
     assert_eq!(r["regions"][0]["stray_bytes"], 0, "{}", r["regions"]);
     assert_eq!(r["verified"], false, "liars' windows never complete");
     assert_eq!(u(&o.send, "failed_messages"), 4);
+}
+
+/// Whole-frame landing: the XDP program keeps the headers and trims the ICV (the
+/// PSP-offload model), so the kernel's copy writes each frame at fill + 256 as a NIC's DMA
+/// would; frames are sent back to front as the grant says.
+const WHOLE_FRAME: &[&str] = &["--landing", "whole-frame"];
+/// The MSS that fills the 1498-byte frame cap of a 1500-byte MTU after the sender's 94
+/// header bytes (Ethernet 14, IPv4 20, UDP 8, PSP 16, hint 16, TCP 20).
+const WHOLE_FRAME_MSS: &str = "1404";
+
+/// Checks a whole-frame run of `streams` streams of `bytes` each: verified, at least
+/// 95 % placed directly, nothing stray, no frame over the cap.
+fn check_whole_frames(o: &Outcome, streams: usize, bytes: u64) {
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    for i in 0..streams {
+        let s = stream(r, i);
+        let direct = u(s, "direct_bytes") as f64 / bytes as f64;
+        assert!(
+            direct >= 0.95,
+            "stream {i}: only {:.2}% placed directly: {s}",
+            direct * 100.0
+        );
+    }
+    for region in r["regions"].as_array().unwrap() {
+        assert_eq!(region["stray_bytes"], 0, "{region}");
+    }
+    assert_eq!(u(&r["xdp_counters"], "pass_too_long"), 0);
+    assert_eq!(u(r, "rejected_bytes"), 0);
+}
+
+#[test]
+fn whole_frames_of_one_stream_land_back_to_front_in_place() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let mut recv_args = vec!["--region", "1:272M"];
+    recv_args.extend_from_slice(WHOLE_FRAME);
+    let bytes: u64 = 256 << 20;
+    let o = run(
+        "zce2ewf1",
+        1,
+        &recv_args,
+        &[
+            "--mss",
+            WHOLE_FRAME_MSS,
+            "--message-bytes",
+            &bytes.to_string(),
+        ],
+    );
+    check_whole_frames(&o, 1, bytes);
+}
+
+#[test]
+fn whole_frames_of_two_streams_land_back_to_front_in_place() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let mut recv_args = vec!["--region", "1:272M", "--region", "2:272M"];
+    recv_args.extend_from_slice(WHOLE_FRAME);
+    let bytes: u64 = 256 << 20;
+    let o = run(
+        "zce2ewf2",
+        2,
+        &recv_args,
+        &[
+            "--queues",
+            "0,1",
+            "--regions",
+            "1,2",
+            "--mss",
+            WHOLE_FRAME_MSS,
+            "--message-bytes",
+            &bytes.to_string(),
+        ],
+    );
+    check_whole_frames(&o, 2, bytes);
+}
+
+#[test]
+fn whole_frames_under_loss_and_reordering_verify() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let mut recv_args = vec!["--region", "1:32M", "--window", "64"];
+    recv_args.extend_from_slice(WHOLE_FRAME);
+    let o = run(
+        "zce2ewfl",
+        1,
+        &recv_args,
+        &[
+            "--mss",
+            WHOLE_FRAME_MSS,
+            "--message-bytes",
+            "16777216",
+            "--loss",
+            "0.01",
+            "--reorder",
+            "0.01",
+            "--seed",
+            "5",
+        ],
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(u(r, "missing_bytes"), 0);
+    assert!(u(&o.send, "retransmitted_segments") > 0);
+    assert_eq!(r["regions"][0]["stray_bytes"], 0);
+    eprintln!(
+        "whole frames, 1% loss and reordering: {:.1}% placed directly",
+        r["copies_avoided"].as_f64().unwrap() * 100.0
+    );
 }
 
 /// Copies through the I/OAT-class engine model (every copy offered to it, threshold 0):

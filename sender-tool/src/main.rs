@@ -146,8 +146,19 @@ impl<'a> Sender<'a> {
             duplicate: cli.duplicate,
             reorder: cli.reorder,
         };
-        let mut pending: Vec<Vec<usize>> = (0..self.streams.len())
-            .map(|_| schedule(segments, cli.order, cli.shuffle_window, imp, &mut self.rng))
+        let runs: Vec<Option<usize>> = self.streams.iter().map(Stream::descending_run).collect();
+        let mut pending: Vec<Vec<usize>> = runs
+            .into_iter()
+            .map(|run| {
+                schedule(
+                    segments,
+                    cli.order,
+                    cli.shuffle_window,
+                    run,
+                    imp,
+                    &mut self.rng,
+                )
+            })
             .collect();
         for round in 0..MAX_ROUNDS {
             self.send_round(round, &pending)?;

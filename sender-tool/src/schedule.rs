@@ -56,15 +56,23 @@ impl Rng {
     }
 }
 
-/// The send order of segments `0..segments`, impairments applied.
+/// The send order of segments `0..segments`, impairments applied. A grant that asks for
+/// back-to-front runs (`descending_run`, whole-frame landing) gets them, whatever `order`.
 pub fn schedule(
     segments: usize,
     order: Order,
     shuffle_window: usize,
+    descending_run: Option<usize>,
     imp: Impairments,
     rng: &mut Rng,
 ) -> Vec<usize> {
     let mut s: Vec<usize> = (0..segments).collect();
+    if let Some(run) = descending_run {
+        for chunk in s.chunks_mut(run.max(1)) {
+            chunk.reverse();
+        }
+        return impair(s, imp, rng);
+    }
     match order {
         Order::Ascending => {}
         Order::Descending => s.reverse(),
@@ -77,7 +85,12 @@ pub fn schedule(
             }
         }
     }
-    let mut out = Vec::with_capacity(segments);
+    impair(s, imp, rng)
+}
+
+/// Loss, duplication and reordering applied to the order `s`.
+fn impair(s: Vec<usize>, imp: Impairments, rng: &mut Rng) -> Vec<usize> {
+    let mut out = Vec::with_capacity(s.len());
     for seg in s {
         if rng.chance(imp.loss) {
             continue;
@@ -104,14 +117,14 @@ mod tests {
         let mut rng = Rng::new(1);
         let none = Impairments::default();
         assert_eq!(
-            schedule(5, Order::Ascending, 4, none, &mut rng),
+            schedule(5, Order::Ascending, 4, None, none, &mut rng),
             [0, 1, 2, 3, 4]
         );
         assert_eq!(
-            schedule(5, Order::Descending, 4, none, &mut rng),
+            schedule(5, Order::Descending, 4, None, none, &mut rng),
             [4, 3, 2, 1, 0]
         );
-        let mut s = schedule(100, Order::Shuffled, 8, none, &mut rng);
+        let mut s = schedule(100, Order::Shuffled, 8, None, none, &mut rng);
         assert_ne!(s, (0..100).collect::<Vec<_>>(), "shuffled");
         // Each window of 8 stays a permutation of itself.
         for (w, chunk) in s.chunks(8).enumerate() {
@@ -130,8 +143,8 @@ mod tests {
             duplicate: 0.05,
             reorder: 0.0,
         };
-        let a = schedule(10_000, Order::Ascending, 1, imp, &mut Rng::new(7));
-        let b = schedule(10_000, Order::Ascending, 1, imp, &mut Rng::new(7));
+        let a = schedule(10_000, Order::Ascending, 1, None, imp, &mut Rng::new(7));
+        let b = schedule(10_000, Order::Ascending, 1, None, imp, &mut Rng::new(7));
         assert_eq!(a, b, "same seed, same schedule");
         let distinct: std::collections::HashSet<_> = a.iter().collect();
         let lost = 10_000 - distinct.len();
@@ -140,7 +153,21 @@ mod tests {
         assert!((300..700).contains(&dups), "duplicated {dups}");
         assert_ne!(
             a,
-            schedule(10_000, Order::Ascending, 1, imp, &mut Rng::new(8))
+            schedule(10_000, Order::Ascending, 1, None, imp, &mut Rng::new(8))
+        );
+    }
+
+    #[test]
+    fn a_grant_asking_for_back_to_front_runs_gets_them() {
+        let none = Impairments::default();
+        let mut rng = Rng::new(1);
+        assert_eq!(
+            schedule(7, Order::Ascending, 4, Some(3), none, &mut rng),
+            vec![2, 1, 0, 5, 4, 3, 6]
+        );
+        assert_eq!(
+            schedule(4, Order::Shuffled, 4, Some(100), none, &mut rng),
+            vec![3, 2, 1, 0]
         );
     }
 }

@@ -93,6 +93,18 @@ impl Stream {
         })
     }
 
+    /// Bytes of each frame before its payload (told to receivers that land whole frames).
+    fn frame_header_len(&self) -> u32 {
+        let header = FrameBuilder::new(self.flow, &self.sa).payload_offset(true);
+        u32::try_from(header).unwrap_or(u32::MAX)
+    }
+
+    /// Back-to-front runs the current grant asks for (whole-frame landing).
+    pub(crate) fn descending_run(&self) -> Option<usize> {
+        let run = self.window.as_ref()?.descending_run?;
+        usize::try_from(run).ok()
+    }
+
     pub(crate) fn start_message(&mut self, len: u64, mss: u32, seed: u64) -> Result<()> {
         let mut rng = Rng::new(seed);
         let bytes = usize::try_from(len)?;
@@ -112,6 +124,7 @@ impl Stream {
             mss,
             queue: self.queue,
             region: self.region,
+            frame_header_len: Some(self.frame_header_len()),
         })?
         else {
             bail!("unexpected answer to grant request");

@@ -27,7 +27,7 @@ pub use memory::{
     Backing, FrameMut, FrameReturns, GUARD, Layout, LentFrame, MAX_UMEM_LEN, ReceivedFrame,
     RegionSpan, SlotMut, UmemMemory, XDP_PACKET_HEADROOM,
 };
-pub use plan::{FillPlanner, PlanStats, Posted, Prediction};
+pub use plan::{FillPlanner, FrameLanding, Order, PlanStats, Posted, Prediction};
 pub use ring::{Consumer, Producer};
 pub use sys::{BindMode, Socket, SocketConfig, Umem, XskStats};
 

@@ -1,24 +1,90 @@
 //! The fill-ring plan: what each queue's fill ring gets, and what each RX descriptor's
 //! fill entry was for. Pure logic, no kernel: tested through fake rings.
 //!
-//! For the grant being received on a queue the plan posts, in ascending order, the fill
-//! addresses at which the next segments' payloads land exactly at their final address
-//! (payload lands at fill address + [`Layout::landing_shift`]). Each slot is posted at
-//! most once. At most `window` entries are outstanding on a queue while it predicts;
-//! without a prediction it keeps `bounce_depth` bounce frames posted.
+//! For the grant being received on a queue the plan posts, in the order the sender sends
+//! the segments ([`Order`]), the fill addresses at which the next segments' payloads land
+//! exactly at their final address: the payload lands at fill address +
+//! [`Layout::landing_shift`], after the frame's headers when whole frames land
+//! ([`FrameLanding`]). Each slot is posted at most once. At most `window` entries are
+//! outstanding on a queue while it predicts; without a prediction it keeps `bounce_depth`
+//! bounce frames posted.
 //!
-//! Fill entries are consumed in order, so after a descriptor of segment `j` arrives with
-//! `n` entries still outstanding, the next entry posted will be taken by segment
-//! `j + n + 1` if the stream stays in order: that is where the plan continues
-//! ([`FillPlanner::observed`]). Loss, reordering and other streams on the queue make
+//! Every posted slot has a *span*: the bytes a frame landing there may write. A slot is
+//! not posted when its span could overwrite bytes already received, or a slot posted
+//! before it (written first, then overwritten), or any slot of another queue.
+//!
+//! Fill entries are consumed in order, so after a descriptor of the segment at position
+//! `j` of the sending order arrives with `n` entries still outstanding, the next entry
+//! posted will be taken by the segment at position `j + n + 1` if the stream stays in
+//! order: that is where the plan continues ([`FillPlanner::observed`]). Loss, reordering and other streams on the queue make
 //! slots catch the wrong segment; the receiver then copies, and
 //! [`FillPlanner::blocking_slot`] tells it when a copy must wait because its destination
 //! is still posted to the kernel.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 
 use crate::memory::Layout;
 use crate::ring::Producer;
+
+/// The order in which a sender sends a grant's segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// 0, 1, 2, ...
+    Ascending,
+    /// Back to front within runs of `run` segments, the runs in ascending order: with
+    /// `run` 3 and 7 segments, 2 1 0 5 4 3 6. A run as long as the grant is fully
+    /// descending.
+    Descending {
+        /// Segments per run (at least 1).
+        run: u64,
+    },
+}
+
+impl Order {
+    /// The segment sent at position `pos` of a grant of `segments` segments.
+    pub fn index_at(self, pos: u64, segments: u64) -> u64 {
+        if pos >= segments {
+            return pos;
+        }
+        match self {
+            Self::Ascending => pos,
+            Self::Descending { run } => {
+                let run = run.max(1);
+                let start = pos / run * run;
+                let end = start.saturating_add(run).min(segments);
+                (end - 1).saturating_sub(pos - start)
+            }
+        }
+    }
+
+    /// The position at which segment `index` is sent (the inverse of
+    /// [`index_at`](Self::index_at)).
+    pub fn position_of(self, index: u64, segments: u64) -> u64 {
+        // Reversal within a run is its own inverse.
+        self.index_at(index, segments)
+    }
+}
+
+/// How a received frame lands in the UMEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameLanding {
+    /// The payload only (the XDP program strips headers and ICV): a frame writes at most
+    /// [`Layout::max_frame_payload`] bytes from the payload's address.
+    Payload,
+    /// The whole frame: `prefix` header bytes before the payload, at most `frame_cap`
+    /// bytes in all (the XDP program passes longer frames to the kernel).
+    Whole {
+        /// Bytes of the frame before the payload (Ethernet through TCP).
+        prefix: u32,
+        /// Most bytes a landing frame writes.
+        frame_cap: u32,
+    },
+}
+
+/// Most header bytes a whole frame may bring before its payload (Ethernet, VLAN, IPv6,
+/// UDP, PSP with VC and hint, TCP with options: 166), rounded up.
+pub const MAX_FRAME_PREFIX: u64 = 256;
 
 /// What to predict for one grant on one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +95,70 @@ pub struct Prediction {
     pub first_landing: u64,
     /// Payload bytes per segment.
     pub mss: u32,
-    /// Segments in the grant.
+    /// Segments in the grant (the last may be short).
     pub segments: u64,
+    /// Segments of a full MSS: only these get slots (a frame landing in the slot of a
+    /// short last segment could reach past the window's end).
+    pub full_segments: u64,
+    /// The order the sender sends them in.
+    pub order: Order,
+    /// How its frames land.
+    pub landing: FrameLanding,
+}
+
+impl Prediction {
+    /// Where segment `index`'s payload belongs.
+    fn landing_of(&self, index: u64) -> u64 {
+        self.first_landing + index * u64::from(self.mss)
+    }
+
+    /// Header bytes landing before the payload.
+    fn prefix(&self) -> u64 {
+        match self.landing {
+            FrameLanding::Payload => 0,
+            FrameLanding::Whole { prefix, .. } => u64::from(prefix),
+        }
+    }
+
+    /// The bytes a frame posted for segment `index` may write.
+    fn span(&self, index: u64, layout: &Layout) -> Range<u64> {
+        let landing = self.landing_of(index);
+        match self.landing {
+            FrameLanding::Payload => landing..landing + layout.max_frame_payload(),
+            FrameLanding::Whole { prefix, frame_cap } => {
+                let start = landing.saturating_sub(u64::from(prefix));
+                start..start + u64::from(frame_cap)
+            }
+        }
+    }
+
+    /// Whether bytes of this grant other than segment `index`'s, already received, lie in
+    /// `span`.
+    fn received_within(
+        &self,
+        span: &Range<u64>,
+        index: u64,
+        received: impl Fn(u64) -> bool,
+    ) -> bool {
+        let mss = u64::from(self.mss).max(1);
+        let first = span.start.saturating_sub(self.first_landing) / mss;
+        let last = span
+            .end
+            .saturating_sub(self.first_landing)
+            .div_ceil(mss)
+            .min(self.segments);
+        (first..last).any(|j| j != index && received(j))
+    }
+}
+
+/// A slot posted and not returned yet: how often, and what a frame landing there may
+/// write.
+#[derive(Debug, Clone)]
+struct OutstandingSlot {
+    count: u32,
+    span: Range<u64>,
+    /// The payload's bytes (what must not be overwritten once it landed).
+    payload_end: u64,
 }
 
 /// What a fill entry was posted for.
@@ -42,6 +170,8 @@ pub enum Posted {
         key: u64,
         /// Segment index within the grant.
         index: u64,
+        /// Where its payload belongs.
+        landing: u64,
     },
     /// Bounce frame number.
     Bounce(u32),
@@ -50,7 +180,8 @@ pub enum Posted {
 #[derive(Debug, Default)]
 struct QueuePlan {
     posted: VecDeque<(u64, Posted)>,
-    /// Predictions in order, each with its cursor (next segment index to post).
+    /// Predictions in order, each with its cursor (next position of its sending order to
+    /// post).
     predictions: VecDeque<(Prediction, u64)>,
 }
 
@@ -95,10 +226,10 @@ pub struct FillPlanner {
     /// Landing addresses of slots posted and not yet returned, per (address, queue), with
     /// how many times each is posted (counted so that one return cannot hide another
     /// posting of the same address).
-    outstanding_slots: BTreeMap<(u64, usize), u32>,
+    outstanding_slots: BTreeMap<(u64, usize), OutstandingSlot>,
     stats: PlanStats,
     /// The batch being posted, kept between refills (no allocation per loop turn).
-    batch: Vec<(u64, Posted)>,
+    batch: Vec<(u64, Posted, Range<u64>)>,
 }
 
 impl FillPlanner {
@@ -127,12 +258,16 @@ impl FillPlanner {
         self.queues.get(queue).map_or(0, |q| q.posted.len())
     }
 
-    /// Starts predicting `p` on `queue` from segment `next_index` (0 for a new grant): the
-    /// entries already outstanding will be taken by the segments before it, so the first
-    /// slot posted is `next_index + outstanding`.
-    pub fn predict(&mut self, queue: usize, p: Prediction, next_index: u64) {
+    /// Starts predicting `p` on `queue` from position `next` of its sending order (0 for
+    /// a new grant): the entries already outstanding will be taken by the segments before
+    /// it, so the first slot posted is at position `next + outstanding`. A prediction whose
+    /// frames bring more than [`MAX_FRAME_PREFIX`] header bytes is ignored.
+    pub fn predict(&mut self, queue: usize, p: Prediction, next: u64) {
+        if p.prefix() > MAX_FRAME_PREFIX {
+            return;
+        }
         if let Some(q) = self.queues.get_mut(queue) {
-            let cursor = next_index + q.posted.len() as u64;
+            let cursor = next + q.posted.len() as u64;
             q.predictions.push_back((p, cursor));
         }
     }
@@ -164,33 +299,50 @@ impl FillPlanner {
                 if outstanding >= self.window {
                     break;
                 }
-                let landing = p.first_landing + *cursor * u64::from(p.mss);
-                let index = *cursor;
+                let index = p.order.index_at(*cursor, p.segments);
                 *cursor += 1;
-                if skip(p.key, index) {
+                if index >= p.full_segments || skip(p.key, index) {
                     continue;
                 }
-                // Not posted when a frame landing here, or in a slot still posted, could
-                // reach bytes already placed (docs/design.md, "The prediction window"): its
+                // Not posted when a frame landing here could overwrite a slot still posted,
+                // or bytes already placed (docs/design.md, "The prediction window"): its
                 // segment lands elsewhere and is copied once nothing can overwrite it.
-                let reach = self.layout.max_frame_payload();
-                if conflicts(&self.outstanding_slots, landing, reach, queue) {
-                    self.stats.not_posted_near_posted += 1;
-                    continue;
-                }
-                let mss = u64::from(p.mss);
-                let neighbours = (reach.saturating_sub(mss)).div_ceil(mss.max(1));
+                let landing = p.landing_of(index);
+                let span = p.span(index, &self.layout);
                 let key = p.key;
-                let received_within_reach = (1..=neighbours)
-                    .map(|k| index + k)
-                    .take_while(|j| *j < p.segments)
-                    .any(|j| skip(key, j));
-                if received_within_reach {
+                let refused = if conflicts(&self.outstanding_slots, landing, &span, queue) {
+                    self.stats.not_posted_near_posted += 1;
+                    true
+                } else if p.received_within(&span, index, |j| skip(key, j)) {
                     self.stats.not_posted_near_received += 1;
+                    true
+                } else {
+                    false
+                };
+                if refused {
+                    // Its segment still comes, and takes the next entry: a bounce frame
+                    // takes the slot's place, so that the slots after it stay aligned.
+                    let Some(i) = self.free_bounce.pop() else {
+                        *cursor -= 1;
+                        break;
+                    };
+                    self.bounce_is_free[i as usize] = false;
+                    batch.push((self.layout.bounce_addr(i), Posted::Bounce(i), 0..0));
                     continue;
                 }
-                if let Some(addr) = self.layout.fill_addr_for(landing) {
-                    batch.push((addr, Posted::Slot { key: p.key, index }));
+                let fill = landing
+                    .checked_sub(p.prefix())
+                    .and_then(|l| self.layout.fill_addr_for(l));
+                if let Some(addr) = fill {
+                    batch.push((
+                        addr,
+                        Posted::Slot {
+                            key,
+                            index,
+                            landing,
+                        },
+                        span,
+                    ));
                 }
             } else {
                 if outstanding >= self.bounce_depth {
@@ -200,26 +352,36 @@ impl FillPlanner {
                     break;
                 };
                 self.bounce_is_free[i as usize] = false;
-                batch.push((self.layout.bounce_addr(i), Posted::Bounce(i)));
+                batch.push((self.layout.bounce_addr(i), Posted::Bounce(i), 0..0));
             }
         }
-        let n = fill.produce(batch.iter().map(|(addr, _)| *addr)) as usize;
+        let n = fill.produce(batch.iter().map(|(addr, _, _)| *addr)) as usize;
         // Everything fits (batch ≤ free); anything refused goes back.
-        for (_, posted) in batch.drain(n..) {
+        for (_, posted, _) in batch.drain(n..) {
             if let Posted::Bounce(i) = posted {
                 self.bounce_is_free[i as usize] = true;
                 self.free_bounce.push(i);
             }
         }
-        let shift = self.layout.landing_shift();
-        for (addr, posted) in batch.drain(..) {
+        for (addr, posted, span) in batch.drain(..) {
             match posted {
-                Posted::Slot { .. } => {
+                Posted::Slot { key, landing, .. } => {
                     self.stats.slots_posted += 1;
-                    *self
-                        .outstanding_slots
-                        .entry((addr + shift, queue))
-                        .or_default() += 1;
+                    let mss = q
+                        .predictions
+                        .iter()
+                        .find(|(p, _)| p.key == key)
+                        .map_or(0, |(p, _)| u64::from(p.mss));
+                    let slot =
+                        self.outstanding_slots
+                            .entry((landing, queue))
+                            .or_insert(OutstandingSlot {
+                                count: 0,
+                                span: span.clone(),
+                                payload_end: landing + mss,
+                            });
+                    slot.count += 1;
+                    slot.span = slot.span.start.min(span.start)..slot.span.end.max(span.end);
                 }
                 Posted::Bounce(_) => self.stats.bounces_posted += 1,
             }
@@ -234,14 +396,13 @@ impl FillPlanner {
     pub fn consumed(&mut self, queue: usize, addr: u64) -> Option<Posted> {
         let q = self.queues.get_mut(queue)?;
         let at = q.posted.iter().position(|(a, _)| *a == addr)?;
-        let shift = self.layout.landing_shift();
         for (a, posted) in q.posted.drain(..=at) {
-            if let Posted::Slot { .. } = posted
-                && let Some(n) = self.outstanding_slots.get_mut(&(a + shift, queue))
+            if let Posted::Slot { landing, .. } = posted
+                && let Some(slot) = self.outstanding_slots.get_mut(&(landing, queue))
             {
-                *n -= 1;
-                if *n == 0 {
-                    self.outstanding_slots.remove(&(a + shift, queue));
+                slot.count -= 1;
+                if slot.count == 0 {
+                    self.outstanding_slots.remove(&(landing, queue));
                 }
             }
             if a == addr {
@@ -254,7 +415,7 @@ impl FillPlanner {
 
     /// Segment `index` of grant `key` has just been received on `queue` (after
     /// [`consumed`](Self::consumed)). Moves the queue's cursor so that the next slot
-    /// posted is the one the next segment in order will take.
+    /// posted is the one the next segment in the sending order will take.
     pub fn observed(&mut self, queue: usize, key: u64, index: u64) {
         let Some(q) = self.queues.get_mut(queue) else {
             return;
@@ -263,7 +424,7 @@ impl FillPlanner {
         if let Some((p, cursor)) = q.current()
             && p.key == key
         {
-            let next = index + outstanding + 1;
+            let next = p.order.position_of(index, p.segments) + outstanding + 1;
             if next > *cursor {
                 *cursor = next;
                 self.stats.resyncs += 1;
@@ -287,32 +448,48 @@ impl FillPlanner {
     /// The landing address of a posted slot that the kernel may still write and that
     /// overlaps `dst..dst+len`, if any: a copy there must wait until that slot returns.
     pub fn blocking_slot(&self, dst: u64, len: u64) -> Option<u64> {
-        let reach = self.layout.max_frame_payload();
-        let from = dst.saturating_sub(reach - 1);
-        self.outstanding_slots
-            .range((from, 0)..(dst.saturating_add(len), 0))
-            .next()
-            .map(|((a, _), _)| *a)
+        let dst_end = dst.saturating_add(len);
+        candidates(&self.outstanding_slots, &(dst..dst_end))
+            .find(|(_, slot)| slot.span.start < dst_end && dst < slot.span.end)
+            .map(|((landing, _), _)| *landing)
     }
 }
 
-/// True when a frame landing at `landing` on `queue` (up to `reach` bytes) could overwrite
-/// a slot still posted, or be overwritten by one: the same address; a posted slot above it
-/// within reach (posted earlier, so taken first, its payload then overwritten); another
-/// queue's posted slot below it within reach (no ring order between queues). The same
-/// queue's slots below are taken before this one, so this one's frame lands last.
+/// Posted slots whose span may overlap `bytes`: every span lies within
+/// [landing − MAX_FRAME_PREFIX, landing + the longest frame).
+fn candidates<'a>(
+    outstanding: &'a BTreeMap<(u64, usize), OutstandingSlot>,
+    bytes: &Range<u64>,
+) -> impl Iterator<Item = (&'a (u64, usize), &'a OutstandingSlot)> {
+    let from = bytes.start.saturating_sub(MAX_SPAN);
+    let to = bytes.end.saturating_add(MAX_FRAME_PREFIX + 1);
+    outstanding.range((from, 0)..(to, 0))
+}
+
+/// True when a frame landing at `landing` on `queue`, writing `span`, could overwrite a
+/// slot still posted or be overwritten by one: the same address; a slot of this queue
+/// posted earlier (taken first) whose payload the span reaches; any slot of another queue
+/// whose span meets it (no ring order between queues).
 fn conflicts(
-    outstanding: &BTreeMap<(u64, usize), u32>,
+    outstanding: &BTreeMap<(u64, usize), OutstandingSlot>,
     landing: u64,
-    reach: u64,
+    span: &Range<u64>,
     queue: usize,
 ) -> bool {
-    let from = landing.saturating_sub(reach.saturating_sub(1));
-    let to = landing.saturating_add(reach);
-    outstanding
-        .range((from, 0)..(to, 0))
-        .any(|((a, q), _)| *a >= landing || *q != queue)
+    let conflicting = |(&(a, q), slot): (&(u64, usize), &OutstandingSlot)| {
+        if a == landing {
+            return true;
+        }
+        if q != queue {
+            return slot.span.start < span.end && span.start < slot.span.end;
+        }
+        a < span.end && span.start < slot.payload_end
+    };
+    candidates(outstanding, span).any(conflicting)
 }
+
+/// Longer than any span (a frame never exceeds a 4 KiB chunk).
+const MAX_SPAN: u64 = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -334,6 +511,9 @@ mod tests {
             first_landing: GUARD,
             mss: MSS,
             segments,
+            full_segments: segments,
+            order: Order::Ascending,
+            landing: FrameLanding::Payload,
         }
     }
 
@@ -365,6 +545,20 @@ mod tests {
             planner.observed(0, 7, j);
         }
         direct
+    }
+
+    #[test]
+    fn back_to_front_runs_are_their_own_inverse() {
+        let order = Order::Descending { run: 3 };
+        let sent: Vec<u64> = (0..7).map(|p| order.index_at(p, 7)).collect();
+        assert_eq!(sent, vec![2, 1, 0, 5, 4, 3, 6]);
+        for i in 0..7 {
+            assert_eq!(order.index_at(order.position_of(i, 7), 7), i);
+        }
+        // Past the end, and a run of 0, stay in range without panicking.
+        assert_eq!(order.index_at(9, 7), 9);
+        assert_eq!(Order::Descending { run: 0 }.index_at(2, 7), 2);
+        assert_eq!(Order::Descending { run: 100 }.index_at(0, 7), 6);
     }
 
     #[test]
@@ -473,17 +667,23 @@ mod tests {
         planner.predict(0, pred(10), 0);
         let (mut fill, mut kernel) = ring.sides();
         // Even segments arrived. An odd slot is not posted either: a frame longer than
-        // the MSS (up to 1792 bytes) landing there would overwrite the next segment.
+        // the MSS (up to 1792 bytes) landing there would overwrite the next segment. Its
+        // segment still comes: a bounce frame takes its place in the fill order.
         planner.refill(0, &mut fill, |_, i| i % 2 == 0);
         let mut out = Vec::new();
         kernel.consume(&mut out, 10);
-        let landed: Vec<u64> = out.iter().map(|a| a + layout.landing_shift()).collect();
-        assert_eq!(
-            landed,
-            [GUARD + 9000],
-            "the last slot has no neighbour above"
-        );
+        assert_eq!(out.len(), 4, "segments 1, 3, 5 and 7 fill the window");
+        assert!(out.iter().all(|a| layout.bounce_index(*a).is_some()));
         assert_eq!(planner.stats().not_posted_near_received, 4);
+        // Once they came back, the last slot (no neighbour above) is posted.
+        for a in &out {
+            planner.consumed(0, *a);
+        }
+        planner.refill(0, &mut fill, |_, i| i % 2 == 0);
+        out.clear();
+        kernel.consume(&mut out, 10);
+        let landed: Vec<u64> = out.iter().map(|a| a + layout.landing_shift()).collect();
+        assert_eq!(landed, [GUARD + 9000]);
     }
 
     /// Another queue's slot posted within a frame's reach below, or any slot above within
@@ -491,13 +691,13 @@ mod tests {
     #[test]
     fn slots_within_a_frames_reach_of_another_queues_slot_are_not_posted() {
         let (layout, _, mut ring) = setup(8, 1);
-        let mut planner = FillPlanner::new(&layout, 2, 1, 1);
+        let mut planner = FillPlanner::new(&layout, 2, 2, 1);
         let (mut fill, _) = ring.sides();
         planner.predict(0, pred(8), 0);
         assert_eq!(
             planner.refill(0, &mut fill, |_, _| false),
-            1,
-            "slot 0 on queue 0"
+            2,
+            "slots 0 and 1 on queue 0"
         );
         planner.forget(7);
         // A grant on queue 1 whose segment 0 lands 1500 bytes above queue 0's slot: a
@@ -515,12 +715,16 @@ mod tests {
         let (mut fill1, mut kernel1) = queue1.sides();
         planner.refill(1, &mut fill1, |_, _| false);
         let mut out = Vec::new();
-        kernel1.consume(&mut out, 1);
-        assert_eq!(
-            out[0] + layout.landing_shift(),
-            GUARD + 2500,
-            "segment 0 (within reach) was passed over, segment 1 posted"
+        kernel1.consume(&mut out, 2);
+        assert!(
+            layout.bounce_index(out[0]).is_some(),
+            "segment 0 (within reach) gets a bounce frame"
         );
+        assert!(
+            layout.bounce_index(out[1]).is_some(),
+            "segment 1 is within reach of queue 0's slot 1"
+        );
+        assert_eq!(planner.stats().not_posted_near_posted, 2);
     }
 
     #[test]
@@ -555,10 +759,11 @@ mod tests {
         let (mut fill1, _) = queue1.sides();
         assert_eq!(
             planner.refill(1, &mut fill1, |_, _| false),
-            1,
-            "only a bounce frame: every slot is still posted on queue 0"
+            8,
+            "bounce frames only: every slot is still posted on queue 0"
         );
         assert_eq!(planner.stats().not_posted_near_posted, 8);
+        assert_eq!(planner.stats().slots_posted, 8, "queue 0's alone");
         // A copy into the window waits for the stale slot, also after another posting of
         // a neighbouring slot returned.
         let mut out = Vec::new();

@@ -36,6 +36,24 @@ pub mod map {
     pub const COUNTERS: &str = "COUNTERS";
     /// rx queue → next record sequence number.
     pub const QUEUE_SEQ: &str = "QUEUE_SEQ";
+    /// How frames land ([`landing`](super::landing)): mode and frame cap.
+    pub const LANDING: &str = "LANDING";
+}
+
+/// How the program leaves a frame for its AF_XDP socket: entries of the `LANDING` array.
+pub mod landing {
+    /// Index of the mode.
+    pub const MODE: u32 = 0;
+    /// Index of the frame cap (whole-frame modes).
+    pub const FRAME_CAP: u32 = 1;
+    /// Entries of the array.
+    pub const ENTRIES: u32 = 2;
+    /// The payload alone: headers stripped (`bpf_xdp_adjust_head`), ICV trimmed.
+    pub const SPLIT: u32 = 0;
+    /// The whole frame but its ICV (trimmed: the PSP-offload NIC model, whose NIC verifies
+    /// the ICV inline and need not DMA it), at most `FRAME_CAP` bytes: longer frames pass
+    /// to the kernel (`pass_too_long`).
+    pub const WHOLE_WITHOUT_ICV: u32 = 1;
 }
 
 /// What happened to a packet; the program counts each outcome per CPU.
@@ -57,11 +75,13 @@ pub enum Counter {
     DropAdjustFailed,
     /// The record was written but the redirect failed (socket gone): aborted.
     RedirectFailed,
+    /// Whole-frame landing: longer than the frame cap: passed.
+    PassTooLong,
 }
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT] = [
         Counter::Redirected,
@@ -71,6 +91,7 @@ impl Counter {
         Counter::DropRingFull,
         Counter::DropAdjustFailed,
         Counter::RedirectFailed,
+        Counter::PassTooLong,
     ];
 
     /// Name in reports.
@@ -83,6 +104,7 @@ impl Counter {
             Counter::DropRingFull => "drop_ring_full",
             Counter::DropAdjustFailed => "drop_adjust_failed",
             Counter::RedirectFailed => "redirect_failed",
+            Counter::PassTooLong => "pass_too_long",
         }
     }
 }

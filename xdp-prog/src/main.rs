@@ -2,8 +2,10 @@
 //! header, on an rx queue with an AF_XDP socket, it
 //! 1. writes a [`HeaderRecord`] (PSP header through TCP header, ICV, lengths, per-queue
 //!    sequence number, first payload bytes) into the `HEADERS` ring buffer;
-//! 2. trims the ICV (`bpf_xdp_adjust_tail`) and strips the headers (`bpf_xdp_adjust_head`)
-//!    so that the AF_XDP descriptor holds the payload only;
+//! 2. trims the ICV (`bpf_xdp_adjust_tail`) and, in split landing, strips the headers
+//!    (`bpf_xdp_adjust_head`) so that the AF_XDP descriptor holds the payload only; in
+//!    whole-frame landing (the `LANDING` map) it keeps them, and passes frames longer than
+//!    the frame cap to the kernel;
 //! 3. redirects to the queue's socket in `XSKS`.
 //!
 //! Everything else passes to the kernel. Every outcome is counted per CPU in `COUNTERS`.
@@ -21,7 +23,7 @@ use aya_ebpf::maps::{Array, PerCpuArray, RingBuf, XskMap};
 use aya_ebpf::programs::XdpContext;
 use xdp_common::{
     Counter, HEADER_RING_BYTES, HeaderRecord, ICV_LEN, MAX_HDR, MAX_PSP_HDR, MAX_QUEUES, TAG_LEN,
-    wire,
+    landing, wire,
 };
 
 #[map(name = "HEADERS")]
@@ -32,6 +34,8 @@ static XSKS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT as u32, 0);
 #[map(name = "QUEUE_SEQ")]
 static QUEUE_SEQ: Array<u32> = Array::with_max_entries(MAX_QUEUES, 0);
+#[map(name = "LANDING")]
+static LANDING: Array<u32> = Array::with_max_entries(landing::ENTRIES, 0);
 
 #[xdp]
 pub fn zc_split(ctx: XdpContext) -> u32 {
@@ -143,6 +147,14 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
     if XSKS.get(queue).is_none() {
         return (XDP_PASS, Counter::PassNoSocket);
     }
+    let whole = LANDING.get(landing::MODE).copied() == Some(landing::WHOLE_WITHOUT_ICV);
+    if whole {
+        let cap = LANDING.get(landing::FRAME_CAP).copied().unwrap_or(0);
+        let landed = (ctx.data_end() - ctx.data()) as u32 - ICV_LEN as u32;
+        if landed > cap {
+            return (XDP_PASS, Counter::PassTooLong);
+        }
+    }
     let Some(mut entry) = HEADERS.reserve::<HeaderRecord>(0) else {
         return (XDP_DROP, Counter::DropRingFull);
     };
@@ -187,10 +199,10 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
         return (XDP_PASS, Counter::PassUnsplittable);
     }
     // SAFETY: the helpers check their deltas against the packet; on failure the packet
-    // is dropped below.
+    // is dropped below. Whole frames keep their headers (only the ICV goes).
     let adjusted = unsafe {
         bpf_xdp_adjust_tail(ctx.ctx, -(ICV_LEN as i32)) == 0
-            && bpf_xdp_adjust_head(ctx.ctx, payload as i32) == 0
+            && (whole || bpf_xdp_adjust_head(ctx.ctx, payload as i32) == 0)
     };
     if !adjusted {
         entry.discard(0);

@@ -15,16 +15,21 @@ use psp::{
     DerivedKey, FlowTemplate, FrameBuilder, Hint, IpEndpoints, MasterKey, MasterKeys, Sa,
     SegmentSpec, Version,
 };
-use receive_core::kernel_model::KernelModel;
+use receive_core::grant_table::WholeFrame;
+use receive_core::kernel_model::{KernelModel, ModelLanding};
 use receive_core::{
     ConnId, Limits, Output, Payload, Receiver, ReceiverConfig, RegionSpec, Report, RunFacts,
     Timestamp, UmemTarget,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
-use umem::{Layout, UmemMemory};
+use umem::{Layout, Order, UmemMemory};
 
 /// Receiver's MSS in these tests.
 pub const MSS: u32 = 1400;
+
+/// Bytes before the payload in the frames these tests build: Ethernet 14, IPv4 20, UDP 8,
+/// PSP 16, hint 16, TCP 20.
+pub const FRAME_HEADER_LEN: u32 = 94;
 
 /// The copy engine of most tests: copies on the calling thread.
 pub type CpuCopies = CpuEngine<UmemTarget, Payload>;
@@ -39,6 +44,10 @@ pub struct Harness<E: CopyEngine<Payload> = CpuCopies> {
     out: Vec<Output>,
     /// Answers that came from polls, not yet taken.
     pub replies: Vec<(ConnId, Response)>,
+    /// What grant requests declare as their frames' header length (whole-frame landing).
+    pub frame_header_len: Option<u32>,
+    /// The MSS grant requests ask for: [`MSS`], or what fills the frame cap.
+    pub mss: u32,
 }
 
 /// A region of the harness: id, bytes, late (activates `activation_delay` after its
@@ -59,6 +68,8 @@ pub struct Setup {
     pub bounce_frames: u32,
     pub bounce_depth: u32,
     pub max_staged_bytes: usize,
+    /// Whole frames land (the PSP-offload model: no ICV), back to front.
+    pub whole_frame: Option<WholeFrame>,
 }
 
 impl Default for Setup {
@@ -74,6 +85,7 @@ impl Default for Setup {
             bounce_frames: 1024,
             bounce_depth: 16,
             max_staged_bytes: 64 << 20,
+            whole_frame: None,
         }
     }
 }
@@ -116,6 +128,7 @@ impl<E: CopyEngine<Payload>> Harness<E> {
             limits: Limits {
                 grant_timeout: Duration::from_secs(60),
                 activation_delay: Duration::from_millis(200),
+                whole_frame: setup.whole_frame,
                 ..Limits::default()
             },
             max_staged_bytes: setup.max_staged_bytes,
@@ -126,7 +139,12 @@ impl<E: CopyEngine<Payload>> Harness<E> {
         let keys = MasterKeys::new(MasterKey([7; 32]), MasterKey([9; 32]));
         let rx = Receiver::new(config, memory, layout.clone(), keys, pipeline).expect("receiver");
         let ring = (setup.window.max(setup.bounce_depth) * 2).next_power_of_two();
-        let kernel = KernelModel::new(setup.queues, ring.max(256), &layout);
+        let mut kernel = KernelModel::new(setup.queues, ring.max(256), &layout);
+        if let Some(w) = setup.whole_frame {
+            kernel.set_landing(ModelLanding::WholeWithoutIcv {
+                frame_cap: w.frame_cap,
+            });
+        }
         let mut h = Self {
             memory,
             layout,
@@ -135,6 +153,10 @@ impl<E: CopyEngine<Payload>> Harness<E> {
             now: Timestamp::START,
             out: Vec::new(),
             replies: Vec::new(),
+            frame_header_len: setup.whole_frame.map(|_| FRAME_HEADER_LEN),
+            mss: setup
+                .whole_frame
+                .map_or(MSS, |w| w.frame_cap - FRAME_HEADER_LEN),
         };
         h.turn();
         h
@@ -212,9 +234,10 @@ impl<E: CopyEngine<Payload>> Harness<E> {
                 spi,
                 len,
                 base_seq: 1000,
-                mss: MSS,
+                mss: self.mss,
                 queue,
                 region,
+                frame_header_len: self.frame_header_len,
             },
         );
         let Response::Granted(granted) = response else {
@@ -346,9 +369,17 @@ impl Stream {
         build_frame(sa, hint, seq, i + 1, &self.message[start..end])
     }
 
-    /// Every frame, in order.
+    /// Every frame, in the order the grant asks for (back to front within runs when
+    /// whole frames land).
     pub fn frames(&self) -> Vec<Vec<u8>> {
-        (0..self.segments()).map(|i| self.frame(i)).collect()
+        let order = match self.granted.descending_run {
+            Some(run) => Order::Descending { run },
+            None => Order::Ascending,
+        };
+        let n = self.segments();
+        (0..n)
+            .map(|pos| self.frame(order.index_at(pos, n)))
+            .collect()
     }
 
     /// Segments holding window bytes `start..end`.
