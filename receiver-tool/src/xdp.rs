@@ -121,3 +121,33 @@ impl XdpProgram {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The receiver takes the program's maps by the names xdp-common declares; the program
+    /// must carry exactly those (parsed from the object, no kernel needed).
+    #[test]
+    fn the_program_names_its_maps_as_xdp_common_does() {
+        let object = aya_obj::Object::parse(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/xdp-prog"
+        )))
+        .expect("the XDP object parses");
+        for name in [
+            map::HEADERS,
+            map::XSKS,
+            map::COUNTERS,
+            map::QUEUE_SEQ,
+            map::LANDING,
+        ] {
+            assert!(
+                object.maps.contains_key(name),
+                "map {name} missing: {:?}",
+                object.maps.keys().collect::<Vec<_>>()
+            );
+        }
+        assert!(object.programs.contains_key(PROGRAM));
+    }
+}

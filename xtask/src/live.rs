@@ -1,6 +1,7 @@
 //! Runs of the sender/receiver pair on the local test hosts: the demo, and the live
 //! benchmark (`cargo xtask bench --live`), which compares sending with sealing in the loop
-//! against `--prebuild` in one run of alternating trials and reports medians.
+//! against `--prebuild`, and split against whole-frame landing, in one run of alternating
+//! trials, and reports medians.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -80,8 +81,33 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The two sending modes compared.
-const MODES: [(&str, &[&str]); 2] = [("inline", &[]), ("prebuild", &["--prebuild"])];
+/// A mode of the benchmark: its name, the sender's and the receiver's extra arguments.
+struct Mode {
+    name: &'static str,
+    send: &'static [&'static str],
+    recv: &'static [&'static str],
+}
+
+/// The modes compared: sealing inline or before the round (`--prebuild`), split landing;
+/// and whole-frame landing (prebuilt, MSS 1404 to fill the 1498-byte frame cap of a 1500
+/// MTU after 94 header bytes).
+const MODES: [Mode; 3] = [
+    Mode {
+        name: "inline",
+        send: &[],
+        recv: &[],
+    },
+    Mode {
+        name: "prebuild",
+        send: &["--prebuild"],
+        recv: &[],
+    },
+    Mode {
+        name: "whole-frame",
+        send: &["--prebuild", "--mss", "1404"],
+        recv: &["--landing", "whole-frame"],
+    },
+];
 
 /// `runs` trials of each mode, alternating, one stream of 2 × 128 MiB on one queue.
 /// Prints a table and medians; writes every trial and the medians to `out`.
@@ -91,11 +117,16 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
     let (recv_json, send_json) = (dir.join("bench-recv.json"), dir.join("bench-send.json"));
     let mut trials = Vec::new();
     println!(
-        "{:>3} {:>9} {:>12} {:>8} {:>9} {:>10} {:>9}",
+        "{:>3} {:>11} {:>12} {:>8} {:>9} {:>10} {:>9}",
         "run", "mode", "packets/s", "drops", "direct", "CPU s/GB", "verified"
     );
     for run in 1..=runs {
-        for (mode, extra) in MODES {
+        for Mode {
+            name: mode,
+            send: extra,
+            recv: recv_extra,
+        } in MODES
+        {
             let mut send_args = vec![
                 "--messages",
                 "2",
@@ -105,14 +136,9 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
             ];
             send_args.extend_from_slice(extra);
             send_args.extend(["--json", send_json.to_str().context("path")?]);
-            run_pair(
-                &tb,
-                bin,
-                &["--queues", "1", "--region", "1:512M"],
-                &send_args,
-                &recv_json,
-                true,
-            )?;
+            let mut recv_args = vec!["--queues", "1", "--region", "1:512M"];
+            recv_args.extend_from_slice(recv_extra);
+            run_pair(&tb, bin, &recv_args, &send_args, &recv_json, true)?;
             let (r, s) = (read_json(&recv_json)?, read_json(&send_json)?);
             let drops: u64 = r["xsk_stats"]
                 .as_object()
@@ -130,7 +156,7 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
                 "verified": r["verified"],
             });
             println!(
-                "{run:>3} {mode:>9} {:>12.0} {drops:>8} {:>8.2}% {:>10.2} {:>9}",
+                "{run:>3} {mode:>11} {:>12.0} {drops:>8} {:>8.2}% {:>10.2} {:>9}",
                 s["packets_per_s"].as_f64().unwrap_or(f64::NAN),
                 r["copies_avoided"].as_f64().unwrap_or(f64::NAN) * 100.0,
                 r["rx_cpu_seconds_per_gb"].as_f64().unwrap_or(f64::NAN),
@@ -141,7 +167,7 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
     }
     drop(tb);
     let mut medians = serde_json::Map::new();
-    for (mode, _) in MODES {
+    for Mode { name: mode, .. } in MODES {
         let of = |key: &str| {
             median(
                 trials
@@ -163,10 +189,11 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
     }
     let pps = |m: &str| medians[m]["packets_per_s"].as_f64().unwrap_or(f64::NAN);
     let ratio = pps("prebuild") / pps("inline");
-    for (mode, _) in MODES {
+    let whole_over_split = pps("whole-frame") / pps("prebuild");
+    for Mode { name: mode, .. } in MODES {
         let m = &medians[mode];
         println!(
-            "median {mode:>9}: {:.0} packets/s, {} drops, {:.2}% direct, {:.2} CPU s/GB",
+            "median {mode:>11}: {:.0} packets/s, {} drops, {:.2}% direct, {:.2} CPU s/GB",
             m["packets_per_s"].as_f64().unwrap_or(f64::NAN),
             m["rx_dropped"],
             m["copies_avoided"].as_f64().unwrap_or(f64::NAN) * 100.0,
@@ -174,8 +201,16 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
         );
     }
     println!("prebuild / inline packets/s: {ratio:.2}");
+    println!("whole-frame / prebuild (split) packets/s: {whole_over_split:.2}");
     let all_verified = trials.iter().all(|t| t["verified"] == true);
-    let report = json!({ "runs": runs, "trials": trials, "medians": medians, "prebuild_over_inline": ratio, "all_verified": all_verified });
+    let report = json!({
+        "runs": runs,
+        "trials": trials,
+        "medians": medians,
+        "prebuild_over_inline": ratio,
+        "whole_frame_over_split": whole_over_split,
+        "all_verified": all_verified,
+    });
     std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("cannot write {}", out.display()))?;
     println!("xtask: live benchmark written to {}", out.display());
