@@ -60,6 +60,9 @@ impl Staging {
 
     /// Payloads for `regions` (just activated) become ready.
     pub fn activate(&mut self, regions: &[u32]) {
+        if regions.is_empty() {
+            return;
+        }
         let (ready, waiting): (Vec<_>, Vec<_>) = self
             .waiting
             .drain(..)

@@ -126,8 +126,10 @@ impl Prediction {
         match self.landing {
             FrameLanding::Payload => landing..landing + layout.max_frame_payload(),
             FrameLanding::Whole { prefix, frame_cap } => {
+                // The kernel writes no more than a chunk holds after the headroom.
+                let len = u64::from(frame_cap).min(layout.max_frame_payload());
                 let start = landing.saturating_sub(u64::from(prefix));
-                start..start + u64::from(frame_cap)
+                start..start + len
             }
         }
     }
@@ -228,8 +230,9 @@ pub struct FillPlanner {
     /// posting of the same address).
     outstanding_slots: BTreeMap<(u64, usize), OutstandingSlot>,
     stats: PlanStats,
-    /// The batch being posted, kept between refills (no allocation per loop turn).
-    batch: Vec<(u64, Posted, Range<u64>)>,
+    /// The batch being posted: fill address, what for, and for a slot its span and the
+    /// end of its payload. Kept between refills (no allocation per loop turn).
+    batch: Vec<(u64, Posted, Range<u64>, u64)>,
 }
 
 impl FillPlanner {
@@ -310,7 +313,8 @@ impl FillPlanner {
                 let landing = p.landing_of(index);
                 let span = p.span(index, &self.layout);
                 let key = p.key;
-                let refused = if conflicts(&self.outstanding_slots, landing, &span, queue) {
+                let reach = self.layout.max_frame_payload();
+                let refused = if conflicts(&self.outstanding_slots, landing, &span, queue, reach) {
                     self.stats.not_posted_near_posted += 1;
                     true
                 } else if p.received_within(&span, index, |j| skip(key, j)) {
@@ -327,7 +331,7 @@ impl FillPlanner {
                         break;
                     };
                     self.bounce_is_free[i as usize] = false;
-                    batch.push((self.layout.bounce_addr(i), Posted::Bounce(i), 0..0));
+                    batch.push((self.layout.bounce_addr(i), Posted::Bounce(i), 0..0, 0));
                     continue;
                 }
                 let fill = landing
@@ -342,6 +346,7 @@ impl FillPlanner {
                             landing,
                         },
                         span,
+                        landing + u64::from(p.mss),
                     ));
                 }
             } else {
@@ -352,33 +357,28 @@ impl FillPlanner {
                     break;
                 };
                 self.bounce_is_free[i as usize] = false;
-                batch.push((self.layout.bounce_addr(i), Posted::Bounce(i), 0..0));
+                batch.push((self.layout.bounce_addr(i), Posted::Bounce(i), 0..0, 0));
             }
         }
-        let n = fill.produce(batch.iter().map(|(addr, _, _)| *addr)) as usize;
+        let n = fill.produce(batch.iter().map(|(addr, ..)| *addr)) as usize;
         // Everything fits (batch ≤ free); anything refused goes back.
-        for (_, posted, _) in batch.drain(n..) {
+        for (_, posted, ..) in batch.drain(n..) {
             if let Posted::Bounce(i) = posted {
                 self.bounce_is_free[i as usize] = true;
                 self.free_bounce.push(i);
             }
         }
-        for (addr, posted, span) in batch.drain(..) {
+        for (addr, posted, span, payload_end) in batch.drain(..) {
             match posted {
-                Posted::Slot { key, landing, .. } => {
+                Posted::Slot { landing, .. } => {
                     self.stats.slots_posted += 1;
-                    let mss = q
-                        .predictions
-                        .iter()
-                        .find(|(p, _)| p.key == key)
-                        .map_or(0, |(p, _)| u64::from(p.mss));
                     let slot =
                         self.outstanding_slots
                             .entry((landing, queue))
                             .or_insert(OutstandingSlot {
                                 count: 0,
                                 span: span.clone(),
-                                payload_end: landing + mss,
+                                payload_end,
                             });
                     slot.count += 1;
                     slot.span = slot.span.start.min(span.start)..slot.span.end.max(span.end);
@@ -449,19 +449,21 @@ impl FillPlanner {
     /// overlaps `dst..dst+len`, if any: a copy there must wait until that slot returns.
     pub fn blocking_slot(&self, dst: u64, len: u64) -> Option<u64> {
         let dst_end = dst.saturating_add(len);
-        candidates(&self.outstanding_slots, &(dst..dst_end))
+        let reach = self.layout.max_frame_payload();
+        candidates(&self.outstanding_slots, &(dst..dst_end), reach)
             .find(|(_, slot)| slot.span.start < dst_end && dst < slot.span.end)
             .map(|((landing, _), _)| *landing)
     }
 }
 
 /// Posted slots whose span may overlap `bytes`: every span lies within
-/// [landing − MAX_FRAME_PREFIX, landing + the longest frame).
+/// [landing − MAX_FRAME_PREFIX, landing + `reach`), `reach` the most a frame writes.
 fn candidates<'a>(
     outstanding: &'a BTreeMap<(u64, usize), OutstandingSlot>,
     bytes: &Range<u64>,
+    reach: u64,
 ) -> impl Iterator<Item = (&'a (u64, usize), &'a OutstandingSlot)> {
-    let from = bytes.start.saturating_sub(MAX_SPAN);
+    let from = bytes.start.saturating_sub(reach);
     let to = bytes.end.saturating_add(MAX_FRAME_PREFIX + 1);
     outstanding.range((from, 0)..(to, 0))
 }
@@ -475,6 +477,7 @@ fn conflicts(
     landing: u64,
     span: &Range<u64>,
     queue: usize,
+    reach: u64,
 ) -> bool {
     let conflicting = |(&(a, q), slot): (&(u64, usize), &OutstandingSlot)| {
         if a == landing {
@@ -485,11 +488,8 @@ fn conflicts(
         }
         a < span.end && span.start < slot.payload_end
     };
-    candidates(outstanding, span).any(conflicting)
+    candidates(outstanding, span, reach).any(conflicting)
 }
-
-/// Longer than any span (a frame never exceeds a 4 KiB chunk).
-const MAX_SPAN: u64 = 4096;
 
 #[cfg(test)]
 mod tests {
