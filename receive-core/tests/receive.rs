@@ -579,3 +579,30 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn whole_frames_in_short_runs_miss_only_the_lowest_slot_of_each_run() {
+    let mut h = Harness::new(&Setup {
+        whole_frame: Some(WholeFrame {
+            frame_cap: 1498,
+            descending_run: 32,
+        }),
+        ..Setup::default()
+    });
+    let s = h.open_stream(1, LEN, 0, None);
+    h.turn();
+    h.arrive_in_batches(0, &s.frames(), 16);
+    assert!(verified(&h.complete(&s)));
+    let r = h.report();
+    let mss = u64::from(s.granted.mss);
+    let segments = LEN.div_ceil(mss);
+    let runs = segments.div_ceil(32);
+    let copied = r.numbers.cpu_copy_bytes.div_ceil(mss);
+    // The bounce frames ahead of the grant, the short last segment among them, and the
+    // lowest slot of every run after the first.
+    assert!(
+        copied <= EARLY + runs,
+        "{copied} copied of {segments}: {:?}",
+        r.xsk_stats
+    );
+}

@@ -304,7 +304,7 @@ impl FillPlanner {
                 }
                 let index = p.order.index_at(*cursor, p.segments);
                 *cursor += 1;
-                if index >= p.full_segments || skip(p.key, index) {
+                if skip(p.key, index) {
                     continue;
                 }
                 // Not posted when a frame landing here could overwrite a slot still posted,
@@ -314,7 +314,11 @@ impl FillPlanner {
                 let span = p.span(index, &self.layout);
                 let key = p.key;
                 let reach = self.layout.max_frame_payload();
-                let refused = if conflicts(&self.outstanding_slots, landing, &span, queue, reach) {
+                // A short last segment gets no slot (a frame landing there could reach past
+                // the window's end), but it still comes, in its place in the order.
+                let refused = if index >= p.full_segments {
+                    true
+                } else if conflicts(&self.outstanding_slots, landing, &span, queue, reach) {
                     self.stats.not_posted_near_posted += 1;
                     true
                 } else if p.received_within(&span, index, |j| skip(key, j)) {
