@@ -810,6 +810,11 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
             receiver: ReceiverReport {
                 xdp_mode: facts.xdp_mode,
                 umem_backing: self.memory.backing().as_str(),
+                landing: if self.whole_frame.is_some() {
+                    "whole-frame"
+                } else {
+                    "split"
+                },
                 unpaired_descriptors: pairing.unpaired_descriptors,
                 unpaired_header_records: pairing.unpaired_records,
                 header_seq_gaps: pairing.seq_gaps,

@@ -117,6 +117,8 @@ pub struct ReceiverReport {
     pub xdp_mode: &'static str,
     /// hugetlb, thp.
     pub umem_backing: &'static str,
+    /// split (payloads alone land) or whole-frame (headers first, back to front).
+    pub landing: &'static str,
     pub unpaired_descriptors: u64,
     pub unpaired_header_records: u64,
     pub header_seq_gaps: u64,
@@ -372,6 +374,7 @@ mod tests {
             receiver: ReceiverReport {
                 xdp_mode: "native",
                 umem_backing: "thp",
+                landing: "split",
                 unpaired_descriptors: 0,
                 unpaired_header_records: 0,
                 header_seq_gaps: 0,

@@ -234,6 +234,15 @@ pub fn run(args: &LiveArgs) -> Result<Report> {
     let umem = Umem::new(Arc::clone(&memory), layout.clone(), fill_size)
         .context("registering the UMEM")?;
     let io = bring_up(args, &umem, fill_size)?;
+    let zero_copy = io.sockets.iter().any(|s| s.mode == BindMode::ZeroCopy);
+    if zero_copy && memory.backing() != umem::Backing::HugePages {
+        // A NIC's DMA into an unaligned chunk that crosses a 4 KiB page needs the pages
+        // physically contiguous: only hugetlb pages guarantee it.
+        tracing::warn!(
+            "zero-copy bind on {} memory: chunks that cross a page boundary may be DMA'd to the wrong physical page; reserve huge pages (vm.nr_hugepages) so the UMEM is hugetlb-backed",
+            memory.backing().as_str()
+        );
+    }
     let target = Arc::new(UmemTarget(Arc::clone(&memory)));
     match args.engine {
         CopyBackend::Cpu => {

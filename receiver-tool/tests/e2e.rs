@@ -511,6 +511,8 @@ fn check_whole_frames(o: &Outcome, streams: usize, bytes: u64) {
     }
     assert_eq!(u(&r["xdp_counters"], "pass_too_long"), 0);
     assert_eq!(u(r, "rejected_bytes"), 0);
+    assert_eq!(r["xsk_stats"]["receiver"]["landing"], "whole-frame");
+    assert_eq!(r["xsk_stats"]["queue0"]["mode"], "copy");
 }
 
 #[test]
