@@ -84,6 +84,10 @@ pub struct ReceiverConfig {
     pub window: u32,
     /// Bounce frames kept posted on a queue with nothing to predict.
     pub bounce_depth: u32,
+    /// Predict slots. Without, every payload lands in a bounce frame and is copied (hints
+    /// are still checked): the copy-everything baseline; queues then keep `window` bounce
+    /// frames posted.
+    pub predict: bool,
     /// Grant timeout and activation delay (`queues` is set from [`queues`](Self::queues)).
     pub limits: Limits,
     /// Most bytes staged for late regions.
@@ -229,6 +233,8 @@ pub struct Receiver<'m, T: CopyTarget, E: CopyEngine<Payload>> {
     layout: Layout,
     /// Whole frames land (headers, payload), not payloads alone.
     whole_frame: Option<WholeFrame>,
+    /// Slots are predicted (off: the copy-everything baseline).
+    predict: bool,
     rx: RxPath<T, E>,
     table: GrantTable,
     planner: FillPlanner,
@@ -271,13 +277,19 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         let mut rx = RxPath::new(engine, keys.clone(), pipeline, config.max_staged_bytes);
         // Staged payloads stay in their bounce frames; keep enough of the pool for the
         // queues' bounce depth and the copies in flight.
-        let reserve = config.queues * (config.bounce_depth as usize + 512);
+        let bounce_depth = if config.predict {
+            config.bounce_depth
+        } else {
+            config.window.max(config.bounce_depth)
+        };
+        let reserve = config.queues * (bounce_depth as usize + 512);
         rx.limit_staged_frames((layout.bounce_frames as usize).saturating_sub(reserve));
-        let planner = FillPlanner::new(&layout, config.queues, config.window, config.bounce_depth);
+        let planner = FillPlanner::new(&layout, config.queues, config.window, bounce_depth);
         Ok(Self {
             memory,
             layout,
             whole_frame: limits.whole_frame,
+            predict: config.predict,
             rx,
             table,
             planner,
@@ -388,7 +400,7 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         self.rx.track_grant(id, g.len);
         let region = self.rx.placement.region(g.region_id);
         let base = region.map_or(0, |r| r.base);
-        let active = region.and_then(|r| r.active) == Some(g.generation);
+        let active = self.predict && region.and_then(|r| r.active) == Some(g.generation);
         let (order, landing) = order_and_landing(self.whole_frame, &entry);
         let p = Predicted {
             queue: entry.queue,
@@ -600,6 +612,7 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
             for id in grants {
                 if let Some(p) = self.predicted.get_mut(&id)
                     && !p.predicting
+                    && self.predict
                 {
                     p.predicting = true;
                     let (queue, prediction, next) = (p.queue, p.prediction(id), p.next_position);
@@ -815,6 +828,7 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
                 } else {
                     "split"
                 },
+                predict: self.predict,
                 unpaired_descriptors: pairing.unpaired_descriptors,
                 unpaired_header_records: pairing.unpaired_records,
                 header_seq_gaps: pairing.seq_gaps,

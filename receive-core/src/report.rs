@@ -119,6 +119,8 @@ pub struct ReceiverReport {
     pub umem_backing: &'static str,
     /// split (payloads alone land) or whole-frame (headers first, back to front).
     pub landing: &'static str,
+    /// Slots were predicted (false: `--no-predict`, every payload copied).
+    pub predict: bool,
     pub unpaired_descriptors: u64,
     pub unpaired_header_records: u64,
     pub header_seq_gaps: u64,
@@ -375,6 +377,7 @@ mod tests {
                 xdp_mode: "native",
                 umem_backing: "thp",
                 landing: "split",
+                predict: true,
                 unpaired_descriptors: 0,
                 unpaired_header_records: 0,
                 header_seq_gaps: 0,

@@ -606,3 +606,33 @@ fn whole_frames_in_short_runs_miss_only_the_lowest_slot_of_each_run() {
         r.xsk_stats
     );
 }
+
+#[test]
+fn without_prediction_every_payload_is_copied_and_still_checked() {
+    let mut h = Harness::new(&Setup {
+        predict: false,
+        ..Setup::default()
+    });
+    let s = h.open_stream(1, LEN, 0, None);
+    h.turn();
+    let mut frames = s.frames();
+    // A lie is still refused: a hint outside the window.
+    frames.push(s.frame_with(
+        0,
+        Some(psp::Hint {
+            offset: s.granted.offset + LEN,
+            ..s.hint()
+        }),
+        &s.sa,
+    ));
+    h.arrive_in_batches(0, &frames, 32);
+    assert!(verified(&h.complete(&s)));
+    assert_eq!(h.window_bytes(&s), s.message);
+    let r = h.report();
+    assert_eq!(r.numbers.direct_bytes, 0);
+    assert_eq!(r.numbers.cpu_copy_bytes, LEN);
+    assert_eq!(r.numbers.rejects.get("out_of_bounds"), Some(&1));
+    let rx = r.xsk_stats.expect("receiver counters").receiver;
+    assert_eq!(rx.slots_posted, 0);
+    assert!(!rx.predict);
+}

@@ -168,6 +168,10 @@ pub struct LiveArgs {
     /// would DMA the ICV over the next segment's first bytes (docs/design.md).
     #[arg(long, value_enum, default_value = "split")]
     pub landing: Landing,
+    /// Predict nothing: every payload lands in a bounce frame and is copied, hints still
+    /// checked. The copy-everything baseline, the cost that placement saves.
+    #[arg(long)]
+    pub no_predict: bool,
     /// Wait with poll(2) and need-wakeup instead of busy polling.
     #[arg(long)]
     pub poll: bool,
@@ -329,6 +333,7 @@ fn core_config(args: &LiveArgs, layout: &Layout, queues: usize) -> Result<Receiv
         queues,
         window: args.window,
         bounce_depth: args.bounce_depth,
+        predict: !args.no_predict,
         limits: Limits {
             grant_timeout: Duration::from_secs(args.grant_timeout_seconds),
             activation_delay: Duration::from_millis(args.activation_delay_ms),

@@ -381,6 +381,27 @@ fn descending_order_is_copied_into_place() {
 }
 
 #[test]
+fn without_prediction_every_payload_is_copied_and_verified() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let o = run(
+        "zce2enop",
+        1,
+        &["--region", "1:32M", "--no-predict"],
+        &["--message-bytes", "16777216", "--prebuild"],
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(u(r, "direct_bytes"), 0);
+    assert!(u(r, "cpu_copy_bytes") >= 16 << 20);
+    assert_eq!(r["xsk_stats"]["receiver"]["predict"], false);
+    assert_eq!(u(&r["xsk_stats"]["receiver"], "slots_posted"), 0);
+    assert_eq!(r["regions"][0]["stray_bytes"], 0);
+}
+
+#[test]
 fn sender_loss_is_retransmitted_until_verified() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !may_run() {

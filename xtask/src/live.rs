@@ -89,9 +89,10 @@ struct Mode {
 }
 
 /// The modes compared: sealing inline or before the round (`--prebuild`), split landing;
-/// and whole-frame landing (prebuilt, MSS 1404 to fill the 1498-byte frame cap of a 1500
+/// copy everything (`--no-predict`, prebuilt: the cost placement saves); and whole-frame
+/// landing (prebuilt, MSS 1404 to fill the 1498-byte frame cap of a 1500
 /// MTU after 94 header bytes).
-const MODES: [Mode; 3] = [
+const MODES: [Mode; 4] = [
     Mode {
         name: "inline",
         send: &[],
@@ -101,6 +102,11 @@ const MODES: [Mode; 3] = [
         name: "prebuild",
         send: &["--prebuild"],
         recv: &[],
+    },
+    Mode {
+        name: "copy-all",
+        send: &["--prebuild"],
+        recv: &["--no-predict"],
     },
     Mode {
         name: "whole-frame",
@@ -190,6 +196,12 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
     let pps = |m: &str| medians[m]["packets_per_s"].as_f64().unwrap_or(f64::NAN);
     let ratio = pps("prebuild") / pps("inline");
     let whole_over_split = pps("whole-frame") / pps("prebuild");
+    let cpu = |m: &str| {
+        medians[m]["rx_cpu_seconds_per_gb"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    let placed_over_copied_cpu = cpu("prebuild") / cpu("copy-all");
     for Mode { name: mode, .. } in MODES {
         let m = &medians[mode];
         println!(
@@ -202,6 +214,10 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
     }
     println!("prebuild / inline packets/s: {ratio:.2}");
     println!("whole-frame / prebuild (split) packets/s: {whole_over_split:.2}");
+    println!(
+        "split placement / copy everything: packets/s {:.2}, receiver CPU s/GB {placed_over_copied_cpu:.2}",
+        pps("prebuild") / pps("copy-all")
+    );
     let all_verified = trials.iter().all(|t| t["verified"] == true);
     let report = json!({
         "runs": runs,
@@ -209,6 +225,7 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
         "medians": medians,
         "prebuild_over_inline": ratio,
         "whole_frame_over_split": whole_over_split,
+        "placed_over_copy_all_cpu_per_gb": placed_over_copied_cpu,
         "all_verified": all_verified,
     });
     std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")

@@ -70,6 +70,8 @@ pub struct Setup {
     pub max_staged_bytes: usize,
     /// Whole frames land (the PSP-offload model: no ICV), back to front.
     pub whole_frame: Option<WholeFrame>,
+    /// Predict slots (false: copy everything).
+    pub predict: bool,
 }
 
 impl Default for Setup {
@@ -86,6 +88,7 @@ impl Default for Setup {
             bounce_depth: 16,
             max_staged_bytes: 64 << 20,
             whole_frame: None,
+            predict: true,
         }
     }
 }
@@ -125,6 +128,7 @@ impl<E: CopyEngine<Payload>> Harness<E> {
             queues: setup.queues,
             window: setup.window,
             bounce_depth: setup.bounce_depth,
+            predict: setup.predict,
             limits: Limits {
                 grant_timeout: Duration::from_secs(60),
                 activation_delay: Duration::from_millis(200),
