@@ -575,6 +575,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             streams: stream_reports(&self.streams, grants),
             regions: Vec::new(),
             control: None,
+            accounting: None,
         }
     }
 }

@@ -42,8 +42,8 @@ use crate::pairing::Pairing;
 use crate::payload::{Payload, Received};
 use crate::receive_path::{CopyTag, RxPath};
 use crate::report::{
-    ControlReport, GrantReport, QueueReport, ReceiverReport, RegionReport, Report, RunSummary,
-    XskReport,
+    AccountingReport, ControlReport, GrantReport, QueueReport, ReceiverReport, RegionReport,
+    Report, RunSummary, XskReport,
 };
 use crate::time::Timestamp;
 use crate::windows::RegionWindows;
@@ -140,6 +140,8 @@ pub struct RunFacts {
     pub xdp_mode: &'static str,
     /// The XDP program's counters.
     pub xdp_counters: BTreeMap<&'static str, u64>,
+    /// Where the CPU went, as the I/O layer measured it.
+    pub accounting: Option<AccountingReport>,
 }
 
 /// Progress for a display.
@@ -800,6 +802,7 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         report.xsk_stats = Some(xsk);
         report.xdp_counters = Some(facts.xdp_counters);
         report.regions = regions;
+        report.accounting = facts.accounting.clone();
         report.control = Some(ControlReport {
             sessions: stats.sessions,
             completed_sessions: stats.completed_sessions,

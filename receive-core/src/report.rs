@@ -169,6 +169,33 @@ pub struct ControlReport {
     pub input_errors: u64,
 }
 
+/// Where the CPU went in a live run, and the loop's own counts (docs/design.md, "What the
+/// figures include").
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AccountingReport {
+    /// The unit of /proc's CPU times (`sysconf(_SC_CLK_TCK)`).
+    pub clock_ticks_per_second: u64,
+    /// Wall time measured: from the first payload to the last answer.
+    pub seconds: f64,
+    /// The receiving process's user + system CPU seconds over it.
+    pub process_cpu_seconds: f64,
+    /// Per thread name (the receive loop is `zc-recv`, the digest worker `zc-recv-digest`,
+    /// copy-engine workers by their names): user + system CPU seconds over it.
+    pub thread_cpu_seconds: BTreeMap<String, f64>,
+    /// The machine's CPU seconds by /proc/stat category over it, all cores (on veth both
+    /// ends share the machine).
+    pub machine_cpu_seconds: BTreeMap<&'static str, f64>,
+    /// Receive-loop turns.
+    pub loop_turns: u64,
+    /// Turns in which no descriptor came back (busy polling).
+    pub empty_polls: u64,
+    /// Wall time of the turns that handled descriptors, per descriptor: the loop's useful
+    /// work per packet, beside the core it burns polling.
+    pub useful_ns_per_packet: f64,
+    /// Payload over the receiver's whole run (start to end), not only first to last byte.
+    pub whole_run_gbit_per_s: f64,
+}
+
 /// One placement region at the end of a live run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RegionReport {
@@ -208,6 +235,9 @@ pub struct Report {
     /// The control plane (live runs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlReport>,
+    /// Where the CPU went (live runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accounting: Option<AccountingReport>,
 }
 
 impl Report {
@@ -241,6 +271,21 @@ impl Report {
                 sum(|q| q.rx_dropped),
                 sum(|q| q.rx_fill_ring_empty_descs),
                 sum(|q| q.rx_ring_full)
+            ));
+        }
+        if let Some(a) = &self.accounting {
+            let busy = |k: &str| a.machine_cpu_seconds.get(k).copied().unwrap_or(0.0);
+            s.push_str(&format!(
+                "  CPU over {:.2} s: process {:.2} s, machine user {:.2} s, system {:.2} s, softirq {:.2} s; loop {:.0} ns/packet useful, {} of {} polls empty; whole run {:.3} Gbit/s\n",
+                a.seconds,
+                a.process_cpu_seconds,
+                busy("user"),
+                busy("system"),
+                busy("softirq"),
+                a.useful_ns_per_packet,
+                a.empty_polls,
+                a.loop_turns,
+                a.whole_run_gbit_per_s
             ));
         }
         if let Some(c) = &self.control {
@@ -332,6 +377,7 @@ mod tests {
             streams: Vec::new(),
             regions: Vec::new(),
             control: None,
+            accounting: None,
         }
     }
 

@@ -28,7 +28,7 @@ use receive_core::{
 };
 use umem::{BindMode, Desc, Layout, Socket, SocketConfig, Umem, UmemMemory};
 
-use crate::cpu::cpu_now;
+use crate::cpu::{CpuSnapshot, LoopCounts, accounting, cpu_now};
 use crate::digest::{DigestJob, DigestWorker};
 use crate::serve::{self, ControlServer, Event};
 use crate::xdp::XdpProgram;
@@ -360,6 +360,9 @@ struct Driver<'m, T: CopyTarget, E: CopyEngine<Payload>> {
     start: Instant,
     cpu_start: Option<f64>,
     cpu_end: f64,
+    /// CPU counters at the first payload and at the last answer.
+    snapshots: Option<(CpuSnapshot, CpuSnapshot)>,
+    loop_counts: LoopCounts,
 }
 
 impl<T: CopyTarget, E: CopyEngine<Payload>> Driver<'_, T, E> {
@@ -422,6 +425,8 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> Driver<'_, T, E> {
         }
         if got > 0 && self.cpu_start.is_none() && self.core.first_packet().is_some() {
             self.cpu_start = Some(cpu_now());
+            let first = CpuSnapshot::take();
+            self.snapshots = Some((first.clone(), first));
         }
         got
     }
@@ -443,6 +448,9 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> Driver<'_, T, E> {
                         let _ = reply.send(response);
                     }
                     self.cpu_end = cpu_now();
+                    if let Some((_, end)) = &mut self.snapshots {
+                        *end = CpuSnapshot::take();
+                    }
                 }
                 Output::CheckDigest(c) => self.digests.submit(DigestJob {
                     addr: c.addr,
@@ -490,15 +498,23 @@ fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
         start: Instant::now(),
         cpu_start: None,
         cpu_end: 0.0,
+        snapshots: None,
+        loop_counts: LoopCounts::default(),
     };
     let reached_goal = serve_loop(args, &mut driver, &mut io)?;
+    let run_seconds = driver.start.elapsed().as_secs_f64();
     let Driver {
         mut core,
         cpu_start,
         cpu_end,
+        snapshots,
+        loop_counts,
         ..
     } = driver;
     core.finish()?;
+    let payload_bytes = core.progress().payload_bytes;
+    let accounting = snapshots
+        .map(|(start, end)| accounting(&start, &end, loop_counts, payload_bytes, run_seconds));
     let facts = RunFacts {
         backend,
         cpu_seconds: cpu_start.map_or(0.0, |s| (cpu_end - s).max(0.0)),
@@ -507,6 +523,7 @@ fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
         queues: queue_reports(&io)?,
         xdp_mode: io.program.mode,
         xdp_counters: io.program.counters(),
+        accounting,
     };
     Ok(core.report(facts))
 }
@@ -560,8 +577,17 @@ fn serve_loop<T: CopyTarget, E: CopyEngine<Payload>>(
         {
             break true;
         }
+        let turn = Instant::now();
         let got = driver.receive(io, args.poll, &mut descs);
         driver.poll();
+        let counts = &mut driver.loop_counts;
+        counts.turns += 1;
+        if got == 0 {
+            counts.empty_polls += 1;
+        } else {
+            counts.packets += u64::from(got);
+            counts.useful += turn.elapsed();
+        }
         if last_display.elapsed() > Duration::from_millis(100) {
             last_display = Instant::now();
             let p = driver.core.progress();

@@ -172,6 +172,19 @@ fn one_in_order_stream_lands_directly() {
     assert_eq!(r["regions"][0]["stray_bytes"], 0);
     assert!(u(&r["xdp_counters"], "redirected") >= u(r, "payload_packets"));
     assert_eq!(u(&o.send, "verified_messages"), 1);
+    let a = &r["accounting"];
+    assert!(u(a, "clock_ticks_per_second") > 0, "{a}");
+    assert!(
+        a["thread_cpu_seconds"]["zc-recv"].as_f64().unwrap() > 0.0,
+        "{a}"
+    );
+    assert!(
+        a["machine_cpu_seconds"]["softirq"].as_f64().is_some(),
+        "{a}"
+    );
+    assert!(a["useful_ns_per_packet"].as_f64().unwrap() > 0.0, "{a}");
+    assert!(u(a, "loop_turns") > u(a, "empty_polls"), "{a}");
+    assert!(a["whole_run_gbit_per_s"].as_f64().unwrap() <= r["gbit_per_s"].as_f64().unwrap());
 }
 
 #[test]

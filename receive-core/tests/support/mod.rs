@@ -327,6 +327,7 @@ impl<E: CopyEngine<Payload>> Harness<E> {
             queues: Default::default(),
             xdp_mode: "model",
             xdp_counters: Default::default(),
+            accounting: None,
         })
     }
 }
