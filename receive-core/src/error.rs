@@ -83,13 +83,15 @@ pub enum RequestError {
     FrameHeaderLenMissing,
     /// Frames longer than the receiver lets land.
     #[error(
-        "frames of {header} header bytes and an MSS of {mss} exceed the frame cap of {frame_cap} bytes (at most 256 header bytes)"
+        "frames of {header} header bytes, an MSS of {mss} and {trailer} trailing bytes exceed the frame cap of {frame_cap} bytes (at most 256 header bytes)"
     )]
     FrameTooLong {
         /// Declared header bytes.
         header: u32,
         /// Asked MSS.
         mss: u32,
+        /// Bytes after the payload (the ICV, when it lands).
+        trailer: u32,
         /// The receiver's frame cap.
         frame_cap: u32,
     },

@@ -78,6 +78,10 @@ pub struct WholeFrame {
     pub frame_cap: u32,
     /// Segments per back-to-front run.
     pub descending_run: u64,
+    /// Bytes landing after each payload: the ICV ([`xdp_common::ICV_LEN`]) as a zero-copy
+    /// NIC DMAs it, or 0 in the PSP-offload model. They cover the first bytes of the slot
+    /// above; the receiver restores those from the header record.
+    pub trailer: u32,
 }
 
 impl Default for Limits {
@@ -424,11 +428,13 @@ impl GrantTable {
         let fits = u64::from(header) <= umem::plan::MAX_FRAME_PREFIX
             && header
                 .checked_add(ask.mss)
+                .and_then(|f| f.checked_add(whole.trailer))
                 .is_some_and(|f| f <= whole.frame_cap);
         if !fits {
             return Err(RequestError::FrameTooLong {
                 header,
                 mss: ask.mss,
+                trailer: whole.trailer,
                 frame_cap: whole.frame_cap,
             });
         }

@@ -12,12 +12,16 @@
 //! 2. take the queue's next fill entry, in order; with none, the frame is dropped after
 //!    its record was written (`rx_fill_ring_empty_descs`);
 //! 3. write what the program left of the frame at fill address + [`Layout::landing_shift`]
-//!    and post its RX descriptor: the payload alone ([`ModelLanding::Payload`]), or the
-//!    whole frame but its ICV ([`ModelLanding::WholeWithoutIcv`], the PSP-offload NIC
-//!    model: headers first, then the payload; frames longer than the cap are passed on).
+//!    and post its RX descriptor: the payload alone ([`ModelLanding::Payload`]), the whole
+//!    frame as a zero-copy NIC DMAs it ([`ModelLanding::Whole`]: headers, payload, ICV),
+//!    or the whole frame but its ICV ([`ModelLanding::WholeWithoutIcv`], the PSP-offload
+//!    NIC model); frames longer than the cap are passed on.
 //!
 //! The whole batch lands before the receiver sees any of it (the worst case for anything
-//! that races the writer). Loss, duplication and reordering are the caller's: it decides
+//! that races the writer: a frame's ICV covers the head of the slot above it before the
+//! receiver opened that slot). The record is taken from the frame as it arrived, as the
+//! XDP program reads it before the next frame's DMA (docs/design.md, "Whole-frame
+//! landing"). Loss, duplication and reordering are the caller's: it decides
 //! which frames to hand over, in which order. Records can be lost on purpose
 //! ([`KernelModel::lose_next_records`]), as when the header ring overflows.
 
@@ -27,7 +31,7 @@ use copy_fallback::CopyEngine;
 use copy_fallback::CopyTarget;
 use umem::fake::FakeRing;
 use umem::{Desc, Layout, Producer, UmemMemory};
-use xdp_common::{HeaderRecord, ICV_LEN, MAX_HDR, MAX_PSP_HDR, TAG_LEN, wire};
+use xdp_common::{HEAD_LEN, HeaderRecord, ICV_LEN, MAX_HDR, MAX_PSP_HDR, TAG_LEN, wire};
 
 use crate::payload::Payload;
 use crate::receiver::Receiver;
@@ -38,6 +42,12 @@ use crate::time::Timestamp;
 pub enum ModelLanding {
     /// The payload alone (the program strips headers and ICV).
     Payload,
+    /// The whole frame with its ICV, at most `frame_cap` bytes (longer frames are passed
+    /// to the kernel, as the program does).
+    Whole {
+        /// Most bytes a landing frame may have.
+        frame_cap: u32,
+    },
     /// The whole frame without its ICV, at most `frame_cap` bytes (longer frames are
     /// passed to the kernel, as the program does).
     WholeWithoutIcv {
@@ -119,7 +129,12 @@ fn split(frame: &[u8], queue: u32) -> Option<Split> {
         record.tag_len = u16::try_from(TAG_LEN).unwrap_or(0);
         record
             .tag
-            .copy_from_slice(&frame[payload.start..payload.start + TAG_LEN]);
+            .copy_from_slice(&frame[payload.end - TAG_LEN..payload.end]);
+    }
+    if payload_len >= HEAD_LEN {
+        record
+            .head
+            .copy_from_slice(&frame[payload.start..payload.start + HEAD_LEN]);
     }
     Some(Split { record, payload })
 }
@@ -190,6 +205,14 @@ impl KernelModel {
             };
             let lands = match self.landing {
                 ModelLanding::Payload => s.payload.clone(),
+                ModelLanding::Whole { frame_cap } => {
+                    let end = s.payload.end + ICV_LEN;
+                    if end > frame_cap as usize {
+                        self.stats.passed += 1;
+                        continue;
+                    }
+                    0..end
+                }
                 ModelLanding::WholeWithoutIcv { frame_cap } => {
                     if s.payload.end > frame_cap as usize {
                         self.stats.passed += 1;

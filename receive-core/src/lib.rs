@@ -9,6 +9,8 @@
 //!   the window's release, with ownership per connection, revocation on close and a grant
 //!   timeout ([`windows`]: checked first-fit allocation with guard gaps);
 //! - [`pairing`]: each RX descriptor with its header record, per queue, with counters;
+//! - [`repair`]: whole frames whose head the ICV of the frame below covers wait for it,
+//!   then get their head back from their record;
 //! - [`receive_path`]: per segment, open where it landed, decide, then leave, copy, stage
 //!   or reject; [`payload`] says where the bytes are;
 //! - [`staging`]: payloads for regions not active yet; [`parking`]: copies waiting for a
@@ -32,6 +34,7 @@ pub mod parking;
 pub mod payload;
 pub mod receive_path;
 pub mod receiver;
+pub mod repair;
 pub mod report;
 pub mod staging;
 pub mod time;

@@ -3,8 +3,9 @@
 //! payload to the UMEM. Both arrive per queue in packet order, but either side can lose
 //! entries: the kernel drops a frame after the record was written (fill ring empty, RX
 //! ring full), or the header ring overflows. A record matches a payload of the same length
-//! whose first bytes (still ciphertext) equal the record's tag; older records that match
-//! nothing belonged to dropped frames.
+//! whose last bytes (still ciphertext) equal the record's tag; older records that match
+//! nothing belonged to dropped frames. The last bytes, not the first: with whole frames
+//! landing back to front, the next frame's ICV may already cover a payload's first bytes.
 
 use std::collections::VecDeque;
 
@@ -42,6 +43,11 @@ impl Pairing {
         }
     }
 
+    /// Queues served.
+    pub fn queues(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Counters.
     pub fn stats(&self) -> PairingStats {
         self.stats
@@ -60,21 +66,27 @@ impl Pairing {
     pub fn pair(&mut self, queue: usize, payload: &[u8]) -> Option<HeaderRecord> {
         self.pair_by(queue, |r| {
             let tag = r.tag_bytes();
-            r.payload_len as usize == payload.len() && payload.get(..tag.len()) == Some(tag)
+            r.payload_len as usize == payload.len() && payload.ends_with(tag)
         })
     }
 
-    /// The record of a descriptor that holds a whole frame (headers, then the payload,
-    /// the ICV trimmed), if one came: its payload is the frame's last `payload_len`
-    /// bytes, starting with the record's tag. The headers are not compared: the next
-    /// frame, landing back to front, may already have covered them. Returns the record and
-    /// where the payload starts in `frame`.
+    /// The record of a descriptor that holds a whole frame (headers, then the payload; a
+    /// trailing ICV left out by the caller), if one came: its payload is the frame's last
+    /// `payload_len` bytes, ending with the record's tag. Neither the headers nor the
+    /// payload's first bytes are compared: the next frame, landing back to front, may
+    /// already have covered them. Returns the record and where the payload starts in
+    /// `frame`.
     pub fn pair_frame(&mut self, queue: usize, frame: &[u8]) -> Option<(HeaderRecord, usize)> {
         let payload_at = |r: &HeaderRecord| frame.len().checked_sub(r.payload_len as usize);
         let record = self.pair_by(queue, |r| {
-            payload_at(r).is_some_and(|at| frame[at..].starts_with(r.tag_bytes()))
+            payload_at(r).is_some() && frame.ends_with(r.tag_bytes())
         })?;
         Some((record, payload_at(&record)?))
+    }
+
+    /// A descriptor too short to hold anything was dropped unpaired.
+    pub fn unpaired(&mut self) {
+        self.stats.unpaired_descriptors += 1;
     }
 
     fn pair_by(
@@ -114,7 +126,7 @@ impl Pairing {
 mod tests {
     use super::*;
 
-    /// A record for a payload of `len` bytes whose first bytes are `first`, on `queue`.
+    /// A record for a payload of `len` bytes whose last bytes are `first`, on `queue`.
     fn record(queue: u32, seq: u32, len: u32, first: u8) -> HeaderRecord {
         let mut r = HeaderRecord::zeroed();
         r.queue = queue;

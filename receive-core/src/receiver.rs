@@ -41,12 +41,13 @@ use crate::grant_table::{Action, ConnId, GrantEntry, GrantTable, Limits, RegionS
 use crate::pairing::Pairing;
 use crate::payload::{Payload, Received};
 use crate::receive_path::{CopyTag, RxPath};
+use crate::repair::{HeadRepair, RepairCounts, Waiting, exposed_head, restore_head};
 use crate::report::{
     AccountingReport, ControlReport, GrantReport, QueueReport, ReceiverReport, RegionReport,
     Report, RunSummary, XskReport,
 };
 use crate::time::Timestamp;
-use crate::windows::RegionWindows;
+use crate::windows::{RegionWindows, Spill};
 
 /// How long a completion waits for the window to fill before answering with what is
 /// missing.
@@ -195,6 +196,7 @@ fn order_and_landing(whole: Option<WholeFrame>, entry: &GrantEntry) -> (Order, F
             },
             FrameLanding::Whole {
                 prefix,
+                trailer: w.trailer,
                 frame_cap: w.frame_cap,
             },
         ),
@@ -244,6 +246,9 @@ pub struct Receiver<'m, T: CopyTarget, E: CopyEngine<Payload>> {
     keys: MasterKeys,
     mac: String,
     predicted: HashMap<GrantId, Predicted>,
+    /// Whole frames waiting for the frame below them (their ICV lands on heads).
+    repair: HeadRepair<'m>,
+    ready: Vec<Waiting<'m>>,
     pending: Vec<PendingCompletion>,
     checking: HashMap<GrantId, Checking>,
     /// Revoked grants whose copies are still in flight: their windows stay reserved.
@@ -299,6 +304,8 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
             keys,
             mac: config.mac,
             predicted: HashMap::new(),
+            repair: HeadRepair::new(config.queues),
+            ready: Vec::new(),
             pending: Vec::new(),
             checking: HashMap::new(),
             draining: Vec::new(),
@@ -459,16 +466,14 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
     }
 
     /// One RX descriptor of queue `q`: take its bytes, pair them with their record, open
-    /// them where they landed, decide, account, return the slot.
+    /// them where they landed, decide, account, return the slot. A whole frame whose head
+    /// the ICV of a frame below may still cover waits for that frame first.
     pub fn on_rx(&mut self, q: usize, d: Desc, now: Timestamp) {
         let posted = self.planner.consumed(q, d.base());
+        let outstanding = self.planner.outstanding(q);
         let (data, len) = (d.data_addr(), d.len as usize);
         match self.take_paired(q, posted, data, len) {
-            Ok(Some((r, received))) => {
-                if let Err(e) = self.on_segment(q, &r, received, now) {
-                    self.input_error(format_args!("queue {q}: segment not handled: {e}"));
-                }
-            }
+            Ok(Some((r, received))) => self.arrived(q, r, received, outstanding, now),
             // Unpaired: the bytes (a bounce frame goes back to the plan) are dropped.
             Ok(None) => {}
             Err(e) => {
@@ -482,6 +487,97 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         {
             self.input_error(format_args!("queue {q}: parked copies: {e}"));
         }
+        self.open_ready(q, now);
+    }
+
+    /// Bytes landing after each payload (the ICV of whole frames as a NIC DMAs them).
+    fn trailer(&self) -> u32 {
+        self.whole_frame.map_or(0, |w| w.trailer)
+    }
+
+    /// A paired frame: handled now, or held while a frame below may still land on its head.
+    fn arrived(
+        &mut self,
+        q: usize,
+        r: HeaderRecord,
+        received: Received<'m>,
+        outstanding: usize,
+        now: Timestamp,
+    ) {
+        if self.trailer() > 0
+            && let Some(head) = exposed_head(&received)
+            && self.planner.may_write(q, &head)
+            && let Received::Slot(slot) = received
+        {
+            if let Err(e) = self.repair.defer(q, r, slot, outstanding, self.memory) {
+                self.input_error(format_args!("queue {q}: frame not held: {e}"));
+            }
+            return;
+        }
+        self.handle(q, r, received, outstanding, false, now);
+    }
+
+    /// Opens the frames of queue `q` that waited and whose heads nothing covers any more.
+    fn open_ready(&mut self, q: usize, now: Timestamp) {
+        if self.repair.waiting() == 0 {
+            return;
+        }
+        let mut ready = std::mem::take(&mut self.ready);
+        let planner = &self.planner;
+        self.repair
+            .ready(q, |q, head| planner.may_write(q, head), &mut ready);
+        for w in ready.drain(..) {
+            self.handle_waited(q, w, now);
+        }
+        self.ready = ready;
+    }
+
+    /// A frame that waited for the one below it: held whole again, then handled.
+    fn handle_waited(&mut self, q: usize, w: Waiting<'m>, now: Timestamp) {
+        let (record, outstanding) = (w.record, w.outstanding);
+        match w.payload(self.memory) {
+            Ok(received) => self.handle(q, record, received, outstanding, true, now),
+            Err(e) => {
+                self.repair.count(
+                    None,
+                    RepairCounts {
+                        failures: 1,
+                        ..RepairCounts::default()
+                    },
+                );
+                self.input_error(format_args!("queue {q}: waiting frame not held: {e}"));
+            }
+        }
+    }
+
+    /// Restores the head (whole frames with their ICV), then opens and decides.
+    fn handle(
+        &mut self,
+        q: usize,
+        r: HeaderRecord,
+        mut received: Received<'_>,
+        outstanding: usize,
+        waited: bool,
+        now: Timestamp,
+    ) {
+        let repaired_bytes = if self.trailer() > 0 {
+            restore_head(&r, &mut received)
+        } else {
+            0
+        };
+        let (grant, accepted) = match self.on_segment(q, &r, received, outstanding, now) {
+            Ok(decided) => decided,
+            Err(e) => {
+                self.input_error(format_args!("queue {q}: segment not handled: {e}"));
+                (None, false)
+            }
+        };
+        let counts = RepairCounts {
+            repaired_bytes,
+            waited_frames: u64::from(waited),
+            failures: u64::from(repaired_bytes > 0 && !accepted),
+        };
+        self.repair.count(grant, counts);
     }
 
     /// Takes what an RX descriptor brought and pairs it with its header record: the
@@ -493,13 +589,23 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         data: u64,
         len: usize,
     ) -> Result<Option<(HeaderRecord, Received<'m>)>, umem::Error> {
+        if self.whole_frame.is_none() {
+            let mut received = self.take_received(posted, data, len)?;
+            let Ok(bytes) = received.bytes_mut() else {
+                return Ok(None);
+            };
+            return Ok(self.pairing.pair(q, bytes).map(|r| (r, received)));
+        }
+        // The ICV after the payload is not taken: it may lie on the head of a frame above
+        // that waits for this one, and the record has it.
+        let Some(len) = len.checked_sub(self.trailer() as usize) else {
+            self.pairing.unpaired();
+            return Ok(None);
+        };
         let mut received = self.take_received(posted, data, len)?;
         let Ok(bytes) = received.bytes_mut() else {
             return Ok(None);
         };
-        if self.whole_frame.is_none() {
-            return Ok(self.pairing.pair(q, bytes).map(|r| (r, received)));
-        }
         let Some((record, at)) = self.pairing.pair_frame(q, bytes) else {
             return Ok(None);
         };
@@ -537,28 +643,34 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         })
     }
 
+    /// Opens, decides and accounts one paired segment; returns the grant its hint named
+    /// and whether it was placed or copied (not rejected).
     fn on_segment(
         &mut self,
         q: usize,
         r: &HeaderRecord,
         received: Received<'_>,
+        outstanding: usize,
         now: Timestamp,
-    ) -> Result<(), ReceiveError> {
+    ) -> Result<(Option<GrantId>, bool), ReceiveError> {
         self.first_packet.get_or_insert(now);
         self.last_packet = Some(now);
         let decision = self
             .rx
             .on_split(r.header_bytes(), &r.icv, received, now, &self.planner)?;
-        if let Some(Decision::Direct(p) | Decision::Copy(p, _)) = decision
-            && let Some(gid) = p.grant
-        {
-            self.observed(q, gid, p.region_offset);
+        match decision {
+            Some(Decision::Direct(p) | Decision::Copy(p, _)) => {
+                if let Some(gid) = p.grant {
+                    self.observed(q, gid, p.region_offset, outstanding);
+                }
+                Ok((p.grant, true))
+            }
+            _ => Ok((None, false)),
         }
-        Ok(())
     }
 
     /// Moves the plan's cursor after segment at `region_offset` of grant `gid` arrived.
-    fn observed(&mut self, q: usize, gid: GrantId, region_offset: u64) {
+    fn observed(&mut self, q: usize, gid: GrantId, region_offset: u64, outstanding: usize) {
         let (Some(g), Some(window)) = (self.predicted.get_mut(&gid), self.rx.placement.grant(gid))
         else {
             return;
@@ -571,13 +683,16 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         };
         let position = g.order.position_of(index, g.segments);
         g.next_position = g.next_position.max(position + 1);
-        self.planner.observed(q, gid.to_wire(), index);
+        self.planner.observed(q, gid.to_wire(), index, outstanding);
     }
 
     /// Work not tied to a packet: returned bounce frames back to the plan, late regions
     /// activated, finished copies accounted, completions answered or sent to the digest
     /// check, and (every 100 ms) grant timeouts.
     pub fn poll(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        for q in 0..self.pairing.queues() {
+            self.open_ready(q, now);
+        }
         self.returns.drain_into(&mut self.returned);
         for i in self.returned.drain(..) {
             self.planner.release_bounce(i);
@@ -675,7 +790,8 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
                 missing: p.missing().into_iter().map(|r| (r.start, r.end)).collect(),
             });
         }
-        let report = GrantReport::new(&entry.grant, p, None);
+        let mut report = GrantReport::new(&entry.grant, p, None);
+        report.head_repair = self.repair.take_grant(gid);
         if self.table.finish(&mut self.rx.placement, gid).is_none() {
             return reply(Response::Error {
                 message: format!("grant {gid} is no longer open"),
@@ -753,6 +869,12 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
     /// # Errors
     /// The copy engine did not finish.
     pub fn finish(&mut self) -> Result<(), ReceiveError> {
+        let mut waiting = Vec::new();
+        self.repair.take_all(&mut waiting);
+        let now = self.last_packet.unwrap_or(Timestamp::START);
+        for (q, w) in waiting {
+            self.handle_waited(q, w, now);
+        }
         self.rx.finish()?;
         self.release_drained();
         Ok(())
@@ -826,10 +948,10 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
             receiver: ReceiverReport {
                 xdp_mode: facts.xdp_mode,
                 umem_backing: self.memory.backing().as_str(),
-                landing: if self.whole_frame.is_some() {
-                    "whole-frame"
-                } else {
-                    "split"
+                landing: match self.whole_frame {
+                    None => "split",
+                    Some(w) if w.trailer > 0 => "whole-frame",
+                    Some(_) => "whole-frame-no-icv",
                 },
                 predict: self.predict,
                 unpaired_descriptors: pairing.unpaired_descriptors,
@@ -846,14 +968,19 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
                 parked_copies: self.rx.parked_copies(),
                 parked_bytes_at_end: self.rx.parked_bytes() as u64,
                 rescued_bytes: self.rx.rescued_bytes,
+                head_repair: self.repair.total(),
             },
         }
     }
 
     /// Counts non-zero bytes outside every window ever granted, per region.
     fn region_reports(&self) -> Vec<RegionReport> {
-        // Whole frames: the headers of a window's first slot land just before it.
-        let spill = self.whole_frame.map_or(0, |_| umem::plan::MAX_FRAME_PREFIX);
+        // Whole frames: the headers of a window's first slot land just before it, the ICV
+        // of its last slot just after it.
+        let spill = self.whole_frame.map_or(Spill::default(), |w| Spill {
+            before: umem::plan::MAX_FRAME_PREFIX,
+            after: u64::from(w.trailer),
+        });
         self.table
             .region_ids()
             .filter_map(|id| {
@@ -871,8 +998,8 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
 }
 
 /// Non-zero bytes of the region at `base` outside every window ever granted (and outside
-/// the `spill` bytes before each, where whole frames' headers may land).
-pub fn stray_bytes(memory: &UmemMemory, base: u64, windows: &RegionWindows, spill: u64) -> u64 {
+/// the `spill` around each, where whole frames' headers and ICVs may land).
+pub fn stray_bytes(memory: &UmemMemory, base: u64, windows: &RegionWindows, spill: Spill) -> u64 {
     let mut buf = vec![0u8; 1 << 20];
     let mut stray = 0u64;
     for gap in windows.never_granted_or_spilled(spill) {

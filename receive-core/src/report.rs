@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use placement::{Counters, Reason};
 use serde::Serialize;
 
+use crate::repair::RepairCounts;
+
 /// Numbers of one stream or of the whole run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Numbers {
@@ -54,6 +56,8 @@ pub struct GrantReport {
     pub missing: Vec<(u64, u64)>,
     /// Digest check: None when no digest was given.
     pub digest_ok: Option<bool>,
+    /// Whole frames with their ICV: heads restored, frames that waited, failures.
+    pub head_repair: RepairCounts,
 }
 
 impl GrantReport {
@@ -72,6 +76,7 @@ impl GrantReport {
             missing_bytes: p.missing_bytes(),
             missing: p.missing().into_iter().map(|r| (r.start, r.end)).collect(),
             digest_ok,
+            head_repair: RepairCounts::default(),
         }
     }
 }
@@ -117,7 +122,8 @@ pub struct ReceiverReport {
     pub xdp_mode: &'static str,
     /// hugetlb, thp.
     pub umem_backing: &'static str,
-    /// split (payloads alone land) or whole-frame (headers first, back to front).
+    /// split (payloads alone land), whole-frame (headers first, ICV after, back to front:
+    /// a zero-copy NIC's DMA) or whole-frame-no-icv (the PSP-offload NIC model).
     pub landing: &'static str,
     /// Slots were predicted (false: `--no-predict`, every payload copied).
     pub predict: bool,
@@ -136,6 +142,9 @@ pub struct ReceiverReport {
     pub parked_copies: u64,
     pub parked_bytes_at_end: u64,
     pub rescued_bytes: u64,
+    /// Whole frames with their ICV: heads restored from records, frames that waited for
+    /// the frame below, failures (all grants).
+    pub head_repair: RepairCounts,
 }
 
 /// `xsk_stats`: per queue (`queueN`), and the receiver's counters (`receiver`).
@@ -271,6 +280,16 @@ impl Report {
                 sum(|q| q.rx_dropped),
                 sum(|q| q.rx_fill_ring_empty_descs),
                 sum(|q| q.rx_ring_full)
+            ));
+            let mode = xsk.queues.values().next().map_or("-", |q| q.mode);
+            let r = &xsk.receiver;
+            s.push_str(&format!(
+                "  landing {} ({} bind): heads repaired {} B, {} frames waited, {} repair failures\n",
+                r.landing,
+                mode,
+                r.head_repair.repaired_bytes,
+                r.head_repair.waited_frames,
+                r.head_repair.failures
             ));
         }
         if let Some(a) = &self.accounting {
@@ -438,6 +457,7 @@ mod tests {
                 parked_copies: 0,
                 parked_bytes_at_end: 0,
                 rescued_bytes: 0,
+                head_repair: RepairCounts::default(),
             },
         };
         let json = serde_json::to_value(&stats).unwrap();

@@ -10,6 +10,17 @@ use crate::error::WindowError;
 /// (up to a UMEM chunk) never reaches the next window.
 pub const WINDOW_GAP: u64 = 4096;
 
+/// How far whole frames landing in a window's slots reach past it: `before` its start (the
+/// headers of the lowest slot's frame), `after` its end (the ICV of the highest slot's).
+/// Both stay well inside [`WINDOW_GAP`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spill {
+    /// Bytes before a window.
+    pub before: u64,
+    /// Bytes after a window.
+    pub after: u64,
+}
+
 /// The windows of one region: live ones (granted, or draining after revocation until no
 /// copy or digest reads them any more) and every one ever granted.
 #[derive(Debug, Clone)]
@@ -124,20 +135,20 @@ impl RegionWindows {
 
     /// The parts of the region no window ever covered, in order.
     pub fn never_granted(&self) -> Vec<std::ops::Range<u64>> {
-        self.never_granted_or_spilled(0)
+        self.never_granted_or_spilled(Spill::default())
     }
 
-    /// The parts of the region no window ever covered, and that are not within `spill`
-    /// bytes before one (where the headers of a whole frame landing in its first slot go).
-    pub fn never_granted_or_spilled(&self, spill: u64) -> Vec<std::ops::Range<u64>> {
+    /// The parts of the region no window ever covered, and that are not within `spill` of
+    /// one (where whole frames landing in its first and last slots reach).
+    pub fn never_granted_or_spilled(&self, spill: Spill) -> Vec<std::ops::Range<u64>> {
         let mut gaps = Vec::new();
         let mut at = 0;
         for (&s, &e) in &self.history {
-            let spilled_from = s.saturating_sub(spill);
+            let spilled_from = s.saturating_sub(spill.before);
             if spilled_from > at {
                 gaps.push(at..spilled_from);
             }
-            at = at.max(e);
+            at = at.max(e.saturating_add(spill.after).min(self.len));
         }
         if at < self.len {
             gaps.push(at..self.len);

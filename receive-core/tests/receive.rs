@@ -467,50 +467,91 @@ fn a_revoked_window_is_kept_until_its_copies_in_flight_have_landed() {
     assert_eq!(r.control.expect("control").revoked_on_close, 1);
 }
 
-/// Whole frames land (headers first, the ICV trimmed: the PSP-offload model) in frames
-/// of at most 1498 bytes, back to front.
-fn whole_frame_setup() -> Setup {
+/// Whole frames land back to front (headers first), in frames of at most `frame_cap`
+/// bytes: with their ICV after the payload (`trailer` 16: what a zero-copy NIC DMAs), or
+/// without it (`trailer` 0: the PSP-offload model).
+fn whole_frame_setup(trailer: u32) -> Setup {
     Setup {
         whole_frame: Some(WholeFrame {
-            frame_cap: 1498,
+            frame_cap: 1498 + trailer,
             descending_run: 4096,
+            trailer,
         }),
         ..Setup::default()
     }
 }
 
+/// Both whole-frame landings: the zero-copy NIC's and the PSP-offload model's.
+const TRAILERS: [u32; 2] = [16, 0];
+
 #[test]
 fn whole_frames_sent_back_to_front_leave_every_payload_in_place() {
-    let mut h = Harness::new(&whole_frame_setup());
+    for trailer in TRAILERS {
+        let mut h = Harness::new(&whole_frame_setup(trailer));
+        let s = h.open_stream(1, LEN, 0, None);
+        // The MSS fills the frame cap after the sender's headers; the order is back to front.
+        assert_eq!(s.granted.mss + support::FRAME_HEADER_LEN, 1498);
+        assert_eq!(s.granted.descending_run, Some(4096));
+        h.turn();
+        h.arrive_in_batches(0, &s.frames(), 32);
+        assert!(verified(&h.complete(&s)));
+        assert_eq!(h.window_bytes(&s), s.message);
+        let r = h.report();
+        // The first segments sent (the highest) land in the bounce frames posted before the
+        // grant; every later one lands whole with its payload exactly in place, its headers
+        // in the slot below (covered by the next frame).
+        let mss = u64::from(s.granted.mss);
+        let full = LEN / mss;
+        let in_bounce = EARLY - 1; // the short last segment is one of them
+        assert_eq!(
+            r.numbers.direct_bytes,
+            (full - in_bounce) * mss,
+            "trailer {trailer}: {:?} {:?}",
+            r.numbers,
+            r.xsk_stats
+        );
+        assert!(r.numbers.rejects.is_empty(), "{:?}", r.numbers.rejects);
+        assert_eq!(r.regions[0].stray_bytes, 0);
+        let repair = r.xsk_stats.as_ref().expect("xsk").receiver.head_repair;
+        let grant = r.streams[0].grants[0].head_repair;
+        if trailer == 0 {
+            assert_eq!(repair, Default::default());
+        } else {
+            // Every slot but the lowest placed one had its head covered by the ICV of the
+            // frame below (a batch lands before the receiver runs), and got it back.
+            let placed = full - in_bounce;
+            assert_eq!(repair.repaired_bytes, (placed - 1) * 16, "{repair:?}");
+            assert_eq!(repair.failures, 0);
+            assert!(repair.waited_frames > 0, "{repair:?}");
+            assert_eq!(grant, repair);
+        }
+    }
+}
+
+/// A frame's head is covered by the ICV of the frame below only once that one lands: the
+/// frame waits for it, whichever batch brings it, and is opened after the repair.
+#[test]
+fn a_whole_frame_waits_for_the_frame_below_before_it_is_opened() {
+    let mut h = Harness::new(&whole_frame_setup(16));
     let s = h.open_stream(1, LEN, 0, None);
-    // The MSS fills the frame cap after the sender's headers; the order is back to front.
-    assert_eq!(s.granted.mss + support::FRAME_HEADER_LEN, 1498);
-    assert_eq!(s.granted.descending_run, Some(4096));
     h.turn();
-    h.arrive_in_batches(0, &s.frames(), 32);
+    // One frame per batch: each one's head is still intact when it arrives, so it can
+    // only be opened safely after the next frame (the one below) has landed.
+    h.arrive_in_batches(0, &s.frames(), 1);
     assert!(verified(&h.complete(&s)));
     assert_eq!(h.window_bytes(&s), s.message);
     let r = h.report();
-    // The first segments sent (the highest) land in the bounce frames posted before the
-    // grant; every later one lands whole with its payload exactly in place, its headers
-    // in the slot below (covered by the next frame).
+    let repair = r.xsk_stats.as_ref().expect("xsk").receiver.head_repair;
+    assert_eq!(repair.failures, 0);
     let mss = u64::from(s.granted.mss);
-    let full = LEN / mss;
-    let in_bounce = EARLY - 1; // the short last segment is one of them
-    assert_eq!(
-        r.numbers.direct_bytes,
-        (full - in_bounce) * mss,
-        "{:?} {:?}",
-        r.numbers,
-        r.xsk_stats
-    );
-    assert!(r.numbers.rejects.is_empty(), "{:?}", r.numbers.rejects);
-    assert_eq!(r.regions[0].stray_bytes, 0);
+    let placed = LEN / mss - (EARLY - 1);
+    assert_eq!(r.numbers.direct_bytes, placed * mss);
+    assert!(repair.waited_frames >= placed - 1, "{repair:?}");
 }
 
 #[test]
 fn a_whole_frame_grant_must_declare_its_header_length() {
-    let mut h = Harness::new(&whole_frame_setup());
+    let mut h = Harness::new(&whole_frame_setup(16));
     h.frame_header_len = None;
     let sa = h.open_session_only(1);
     let r = h.request(
@@ -538,7 +579,7 @@ fn a_whole_frame_grant_must_declare_its_header_length() {
             mss: MSS,
             queue: 0,
             region: None,
-            frame_header_len: Some(1498 - MSS + 1),
+            frame_header_len: Some(1498 + 16 - MSS - 16 + 1),
         },
     );
     assert!(
@@ -550,16 +591,19 @@ fn a_whole_frame_grant_must_declare_its_header_length() {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
-    /// Whole frames, back to front, whatever the network does: the window ends equal to
-    /// the message, nothing lands outside it (but the headers' spill before it), and on a
-    /// clean stream every segment after the first batch of bounce frames is in place.
+    /// Whole frames, back to front, whatever the network does, batches of up to a whole
+    /// window landing before the receiver runs: the window ends equal to the message,
+    /// nothing lands outside it (but the spill of headers before it and of an ICV after
+    /// it, inside the guard gap), and on a clean stream every segment after the first
+    /// batch of bounce frames is in place.
     #[test]
     fn whole_frames_end_with_the_message_in_place_under_loss_duplication_and_reordering(
         ops in proptest::collection::vec(impairment(), 0..40),
-        batch in 1usize..64,
+        batch in 1usize..256,
         second_window in proptest::bool::ANY,
+        with_icv in proptest::bool::ANY,
     ) {
-        let mut h = Harness::new(&whole_frame_setup());
+        let mut h = Harness::new(&whole_frame_setup(if with_icv { 16 } else { 0 }));
         if second_window {
             // A first window, so that this one has a neighbour below it.
             let _ = h.open_stream(9, 64 * 1024, 0, None);
@@ -584,8 +628,9 @@ proptest::proptest! {
 fn whole_frames_in_short_runs_miss_only_the_lowest_slot_of_each_run() {
     let mut h = Harness::new(&Setup {
         whole_frame: Some(WholeFrame {
-            frame_cap: 1498,
+            frame_cap: 1498 + 16,
             descending_run: 32,
+            trailer: 16,
         }),
         ..Setup::default()
     });

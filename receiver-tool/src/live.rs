@@ -80,38 +80,55 @@ impl std::str::FromStr for RegionArg {
 /// Whether to bind the AF_XDP sockets in zero-copy mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ZeroCopy {
-    /// Copy mode (the kernel copies each frame's payload into the UMEM).
+    /// Copy mode (the kernel copies each frame into the UMEM).
     Off,
     /// Zero-copy (the NIC DMAs whole frames into the UMEM); refused when the driver cannot.
     On,
+    /// Zero-copy when the driver offers it, copy mode otherwise.
+    Auto,
 }
 
 /// The bind mode `zero_copy` asks for on `iface`.
-///
-/// Zero-copy is never chosen on its own: on a zero-copy NIC every frame lands whole
-/// (headers first, ICV after), so each payload sits a header's length after its slot and
-/// reaches into the next one. Until the receiver places whole frames (the zero-copy landing
-/// issue), `--zero-copy on` is for experiments only and says so.
 fn bind_mode(zero_copy: ZeroCopy, iface: &str) -> Result<BindMode> {
+    let supported = || umem::sys::zero_copy_supported(iface, 0);
     match zero_copy {
         ZeroCopy::Off => Ok(BindMode::Copy),
-        ZeroCopy::On if umem::sys::zero_copy_supported(iface, 0) => {
-            tracing::warn!(
-                "zero-copy bind: whole frames land in the UMEM, so payloads land a header's length after their slots and are copied; slots may be overrun (experimental)"
-            );
-            Ok(BindMode::ZeroCopy)
-        }
+        ZeroCopy::On if supported() => Ok(BindMode::ZeroCopy),
         ZeroCopy::On => bail!("--zero-copy on: {iface} does not support AF_XDP zero-copy"),
+        ZeroCopy::Auto if supported() => Ok(BindMode::ZeroCopy),
+        ZeroCopy::Auto => Ok(BindMode::Copy),
     }
 }
 
 /// What lands in the UMEM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Landing {
-    /// The payload alone (the XDP program strips headers and ICV).
+    /// The payload alone (the XDP program strips headers and ICV). Copy mode only.
     Split,
-    /// Whole frames without their ICV, sent back to front (the PSP-offload NIC model).
+    /// Whole frames as a zero-copy NIC DMAs them (headers, payload, ICV), sent back to
+    /// front; each head the ICV of the frame below covers is restored from its record.
     WholeFrame,
+    /// Whole frames without their ICV (the PSP-offload NIC model: a NIC with inline PSP
+    /// need not DMA it). Copy mode only: a model.
+    WholeFrameNoIcv,
+    /// whole-frame on a zero-copy bind, split otherwise.
+    Auto,
+}
+
+/// The landing `landing` asks for under bind `mode`.
+fn resolve_landing(landing: Landing, mode: BindMode) -> Result<Landing> {
+    let zero_copy = mode == BindMode::ZeroCopy;
+    match landing {
+        Landing::Auto if zero_copy => Ok(Landing::WholeFrame),
+        Landing::Auto => Ok(Landing::Split),
+        Landing::Split if zero_copy => bail!(
+            "--landing split on a zero-copy bind: the NIC DMAs whole frames (headers, payload, ICV), so no payload would land where predicted; use --landing whole-frame (or auto)"
+        ),
+        Landing::WholeFrameNoIcv if zero_copy => bail!(
+            "--landing whole-frame-no-icv models a NIC with inline PSP that does not DMA the ICV; a zero-copy bind lands the ICV: use --landing whole-frame (or auto)"
+        ),
+        other => Ok(other),
+    }
 }
 
 /// Copy backend for payloads that did not land in place.
@@ -156,17 +173,19 @@ pub struct LiveArgs {
     /// of a new grant land in them: a small depth costs fewer copies per grant).
     #[arg(long, default_value_t = 64)]
     pub bounce_depth: u32,
-    /// AF_XDP bind mode. Off (copy mode) by default: zero-copy NICs land whole frames,
-    /// which direct placement does not handle yet.
-    #[arg(long, value_enum, default_value = "off")]
+    /// AF_XDP bind mode: zero-copy when the driver offers it (auto), always (on), never
+    /// (off).
+    #[arg(long, value_enum, default_value = "auto")]
     pub zero_copy: ZeroCopy,
-    /// What lands in the UMEM: the payload alone (split), or the whole frame without its
-    /// ICV (whole-frame: the XDP program keeps the headers and trims the ICV, modelling a
-    /// NIC with inline PSP that need not DMA it). Whole frames are sent back to front, so
-    /// each frame's headers land in the slot the next frame covers; frames longer than the
-    /// link's MTU + 14 − 16 bytes are passed to the kernel. Copy mode only: a zero-copy NIC
-    /// would DMA the ICV over the next segment's first bytes (docs/design.md).
-    #[arg(long, value_enum, default_value = "split")]
+    /// What lands in the UMEM: the payload alone (split: copy mode only), the whole frame
+    /// as a zero-copy NIC DMAs it (whole-frame: headers, payload, ICV), or the whole frame
+    /// without its ICV (whole-frame-no-icv: the PSP-offload NIC model, copy mode only).
+    /// auto: whole-frame on a zero-copy bind, split otherwise. Whole frames are sent back
+    /// to front, so each frame's headers land in the slot the next frame covers, and its
+    /// ICV on the head of the slot above, restored from that frame's header record;
+    /// frames longer than the link's MTU + 14 bytes are passed to the kernel
+    /// (docs/design.md, "Whole-frame landing").
+    #[arg(long, value_enum, default_value = "auto")]
     pub landing: Landing,
     /// Predict nothing: every payload lands in a bounce frame and is copied, hints still
     /// checked. The copy-everything baseline, the cost that placement saves.
@@ -217,6 +236,8 @@ fn random_master() -> Result<MasterKey> {
 struct Io {
     program: XdpProgram,
     sockets: Vec<Socket>,
+    /// How whole frames land (`None`: split).
+    whole_frame: Option<WholeFrame>,
 }
 
 /// Runs the live receiver until --max-seconds, a signal, or --sessions completed sessions.
@@ -263,17 +284,15 @@ pub fn run(args: &LiveArgs) -> Result<Report> {
     }
 }
 
-/// Attaches the XDP program and binds one socket per queue.
+/// Attaches the XDP program and binds one socket per queue, landing frames as
+/// `--landing` and the bind mode say.
 fn bring_up(args: &LiveArgs, umem: &Umem, fill_size: u32) -> Result<Io> {
     let mut program = XdpProgram::attach(&args.iface)?;
     let mode = bind_mode(args.zero_copy, &args.iface)?;
-    if let Some(cap) = frame_cap(args)? {
-        if mode == BindMode::ZeroCopy {
-            bail!(
-                "--landing whole-frame models a NIC that does not DMA the ICV; a zero-copy NIC does, over the next segment's first bytes, and their repair is not implemented: use --landing split"
-            );
-        }
-        program.land_whole_frames(cap)?;
+    let landing = resolve_landing(args.landing, mode)?;
+    let whole_frame = whole_frame(args, landing)?;
+    if let Some(w) = whole_frame {
+        program.land_whole_frames(w.frame_cap, w.trailer > 0)?;
     }
     let mut sockets: Vec<Socket> = Vec::new();
     for q in 0..args.queues {
@@ -289,15 +308,23 @@ fn bring_up(args: &LiveArgs, umem: &Umem, fill_size: u32) -> Result<Io> {
         program.add_socket(q, s.fd())?;
         sockets.push(s);
     }
-    Ok(Io { program, sockets })
+    Ok(Io {
+        program,
+        sockets,
+        whole_frame,
+    })
 }
 
-/// With whole-frame landing: the most bytes a frame may land with, the link's largest
-/// frame (MTU + Ethernet header) without its ICV.
-fn frame_cap(args: &LiveArgs) -> Result<Option<u32>> {
-    if args.landing == Landing::Split {
-        return Ok(None);
-    }
+/// With whole-frame landing: the most bytes a frame may land with (the link's largest
+/// frame, MTU + Ethernet header, less the ICV when it is trimmed), the back-to-front run
+/// (--window) and the bytes after each payload.
+fn whole_frame(args: &LiveArgs, landing: Landing) -> Result<Option<WholeFrame>> {
+    let icv = u32::try_from(xdp_common::ICV_LEN)?;
+    let trailer = match landing {
+        Landing::WholeFrame => icv,
+        Landing::WholeFrameNoIcv => 0,
+        Landing::Split | Landing::Auto => return Ok(None),
+    };
     let path = format!("/sys/class/net/{}/mtu", args.iface);
     let mtu: u32 = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {path}"))?
@@ -305,12 +332,17 @@ fn frame_cap(args: &LiveArgs) -> Result<Option<u32>> {
         .parse()
         .with_context(|| format!("{path} is not a number"))?;
     let frame = u64::from(mtu) + xdp_common::wire::ETH_LEN as u64;
-    let cap = frame.saturating_sub(xdp_common::ICV_LEN as u64);
-    Ok(Some(u32::try_from(cap).unwrap_or(u32::MAX)))
+    let cap = frame.saturating_sub(u64::from(icv - trailer));
+    Ok(Some(WholeFrame {
+        frame_cap: u32::try_from(cap).unwrap_or(u32::MAX),
+        descending_run: u64::from(args.window),
+        trailer,
+    }))
 }
 
 /// The receive core's configuration from the command line.
-fn core_config(args: &LiveArgs, layout: &Layout, queues: usize) -> Result<ReceiverConfig> {
+fn core_config(args: &LiveArgs, layout: &Layout, io: &Io) -> Result<ReceiverConfig> {
+    let queues = io.sockets.len();
     let regions = args
         .regions
         .iter()
@@ -337,10 +369,7 @@ fn core_config(args: &LiveArgs, layout: &Layout, queues: usize) -> Result<Receiv
         limits: Limits {
             grant_timeout: Duration::from_secs(args.grant_timeout_seconds),
             activation_delay: Duration::from_millis(args.activation_delay_ms),
-            whole_frame: frame_cap(args)?.map(|frame_cap| WholeFrame {
-                frame_cap,
-                descending_run: u64::from(args.window),
-            }),
+            whole_frame: io.whole_frame,
             ..Limits::default()
         },
         max_staged_bytes: 64 << 20,
@@ -477,7 +506,7 @@ fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
     backend: &'static str,
 ) -> Result<Report> {
     let keys = MasterKeys::new(random_master()?, random_master()?);
-    let config = core_config(args, layout, io.sockets.len())?;
+    let config = core_config(args, layout, &io)?;
     let core = Receiver::new(config, memory, layout.clone(), keys, pipeline)?;
     let (events_tx, events) = channel();
     let server = serve::start(
@@ -647,4 +676,39 @@ fn queue_reports(io: &Io) -> Result<BTreeMap<String, QueueReport>> {
         );
     }
     Ok(queues)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_landing_follows_the_bind_and_models_are_refused_on_zero_copy() {
+        let (copy, zc) = (BindMode::Copy, BindMode::ZeroCopy);
+        assert_eq!(
+            resolve_landing(Landing::Auto, copy).unwrap(),
+            Landing::Split
+        );
+        assert_eq!(
+            resolve_landing(Landing::Auto, zc).unwrap(),
+            Landing::WholeFrame
+        );
+        for l in [
+            Landing::Split,
+            Landing::WholeFrame,
+            Landing::WholeFrameNoIcv,
+        ] {
+            assert_eq!(resolve_landing(l, copy).unwrap(), l);
+        }
+        assert_eq!(
+            resolve_landing(Landing::WholeFrame, zc).unwrap(),
+            Landing::WholeFrame
+        );
+        let split = resolve_landing(Landing::Split, zc).unwrap_err().to_string();
+        assert!(split.contains("whole frames"), "{split}");
+        let model = resolve_landing(Landing::WholeFrameNoIcv, zc)
+            .unwrap_err()
+            .to_string();
+        assert!(model.contains("does not DMA the ICV"), "{model}");
+    }
 }

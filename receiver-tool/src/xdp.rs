@@ -69,17 +69,20 @@ impl XdpProgram {
         })
     }
 
-    /// Lands whole frames (without their ICV) of at most `frame_cap` bytes from now on.
+    /// Lands whole frames of at most `frame_cap` bytes from now on: with their ICV (as a
+    /// zero-copy NIC's DMA does), or without it (the PSP-offload model).
     ///
     /// # Errors
     /// The map update failing.
-    pub fn land_whole_frames(&mut self, frame_cap: u32) -> Result<()> {
+    pub fn land_whole_frames(&mut self, frame_cap: u32, with_icv: bool) -> Result<()> {
+        let mode = if with_icv {
+            landing::WHOLE
+        } else {
+            landing::WHOLE_WITHOUT_ICV
+        };
         self.landing
             .set(landing::FRAME_CAP, frame_cap, 0)
-            .and_then(|()| {
-                self.landing
-                    .set(landing::MODE, landing::WHOLE_WITHOUT_ICV, 0)
-            })
+            .and_then(|()| self.landing.set(landing::MODE, mode, 0))
             .context("LANDING map")
     }
 

@@ -72,11 +72,17 @@ pub enum FrameLanding {
     /// The payload only (the XDP program strips headers and ICV): a frame writes at most
     /// [`Layout::max_frame_payload`] bytes from the payload's address.
     Payload,
-    /// The whole frame: `prefix` header bytes before the payload, at most `frame_cap`
-    /// bytes in all (the XDP program passes longer frames to the kernel).
+    /// The whole frame: `prefix` header bytes before the payload, `trailer` bytes after
+    /// it, at most `frame_cap` bytes in all (the XDP program passes longer frames to the
+    /// kernel).
     Whole {
         /// Bytes of the frame before the payload (Ethernet through TCP).
         prefix: u32,
+        /// Bytes of the frame after the payload (the ICV; 0 when it is trimmed). Back to
+        /// front, they cover the first bytes of the slot above, posted before: the
+        /// receiver restores those from their header record (docs/design.md,
+        /// "Whole-frame landing").
+        trailer: u32,
         /// Most bytes a landing frame writes.
         frame_cap: u32,
     },
@@ -120,12 +126,22 @@ impl Prediction {
         }
     }
 
+    /// Bytes landing after the payload.
+    fn trailer(&self) -> u64 {
+        match self.landing {
+            FrameLanding::Payload => 0,
+            FrameLanding::Whole { trailer, .. } => u64::from(trailer),
+        }
+    }
+
     /// The bytes a frame posted for segment `index` may write.
     fn span(&self, index: u64, layout: &Layout) -> Range<u64> {
         let landing = self.landing_of(index);
         match self.landing {
             FrameLanding::Payload => landing..landing + layout.max_frame_payload(),
-            FrameLanding::Whole { prefix, frame_cap } => {
+            FrameLanding::Whole {
+                prefix, frame_cap, ..
+            } => {
                 // The kernel writes no more than a chunk holds after the headroom.
                 let len = u64::from(frame_cap).min(layout.max_frame_payload());
                 let start = landing.saturating_sub(u64::from(prefix));
@@ -230,9 +246,9 @@ pub struct FillPlanner {
     /// posting of the same address).
     outstanding_slots: BTreeMap<(u64, usize), OutstandingSlot>,
     stats: PlanStats,
-    /// The batch being posted: fill address, what for, and for a slot its span and the
-    /// end of its payload. Kept between refills (no allocation per loop turn).
-    batch: Vec<(u64, Posted, Range<u64>, u64)>,
+    /// The batch being posted: fill address, and what for. Kept between refills (no
+    /// allocation per loop turn).
+    batch: Vec<(u64, Posted)>,
 }
 
 impl FillPlanner {
@@ -318,7 +334,13 @@ impl FillPlanner {
                 // the window's end), but it still comes, in its place in the order.
                 let refused = if index >= p.full_segments {
                     true
-                } else if conflicts(&self.outstanding_slots, landing, &span, queue, reach) {
+                } else if conflicts(
+                    &self.outstanding_slots,
+                    (landing, queue),
+                    &span,
+                    p.trailer(),
+                    reach,
+                ) {
                     self.stats.not_posted_near_posted += 1;
                     true
                 } else if p.received_within(&span, index, |j| skip(key, j)) {
@@ -335,13 +357,21 @@ impl FillPlanner {
                         break;
                     };
                     self.bounce_is_free[i as usize] = false;
-                    batch.push((self.layout.bounce_addr(i), Posted::Bounce(i), 0..0, 0));
+                    batch.push((self.layout.bounce_addr(i), Posted::Bounce(i)));
                     continue;
                 }
                 let fill = landing
                     .checked_sub(p.prefix())
                     .and_then(|l| self.layout.fill_addr_for(l));
                 if let Some(addr) = fill {
+                    // Registered now, so that the rest of the batch is checked against it.
+                    let payload_end = landing + u64::from(p.mss);
+                    register(
+                        &mut self.outstanding_slots,
+                        (landing, queue),
+                        span,
+                        payload_end,
+                    );
                     batch.push((
                         addr,
                         Posted::Slot {
@@ -349,8 +379,6 @@ impl FillPlanner {
                             index,
                             landing,
                         },
-                        span,
-                        landing + u64::from(p.mss),
                     ));
                 }
             } else {
@@ -361,32 +389,25 @@ impl FillPlanner {
                     break;
                 };
                 self.bounce_is_free[i as usize] = false;
-                batch.push((self.layout.bounce_addr(i), Posted::Bounce(i), 0..0, 0));
+                batch.push((self.layout.bounce_addr(i), Posted::Bounce(i)));
             }
         }
-        let n = fill.produce(batch.iter().map(|(addr, ..)| *addr)) as usize;
+        let n = fill.produce(batch.iter().map(|(addr, _)| *addr)) as usize;
         // Everything fits (batch ≤ free); anything refused goes back.
-        for (_, posted, ..) in batch.drain(n..) {
-            if let Posted::Bounce(i) = posted {
-                self.bounce_is_free[i as usize] = true;
-                self.free_bounce.push(i);
+        for (_, posted) in batch.drain(n..) {
+            match posted {
+                Posted::Bounce(i) => {
+                    self.bounce_is_free[i as usize] = true;
+                    self.free_bounce.push(i);
+                }
+                Posted::Slot { landing, .. } => {
+                    unregister(&mut self.outstanding_slots, (landing, queue));
+                }
             }
         }
-        for (addr, posted, span, payload_end) in batch.drain(..) {
+        for (addr, posted) in batch.drain(..) {
             match posted {
-                Posted::Slot { landing, .. } => {
-                    self.stats.slots_posted += 1;
-                    let slot =
-                        self.outstanding_slots
-                            .entry((landing, queue))
-                            .or_insert(OutstandingSlot {
-                                count: 0,
-                                span: span.clone(),
-                                payload_end,
-                            });
-                    slot.count += 1;
-                    slot.span = slot.span.start.min(span.start)..slot.span.end.max(span.end);
-                }
+                Posted::Slot { .. } => self.stats.slots_posted += 1,
                 Posted::Bounce(_) => self.stats.bounces_posted += 1,
             }
             q.posted.push_back((addr, posted));
@@ -401,13 +422,8 @@ impl FillPlanner {
         let q = self.queues.get_mut(queue)?;
         let at = q.posted.iter().position(|(a, _)| *a == addr)?;
         for (a, posted) in q.posted.drain(..=at) {
-            if let Posted::Slot { landing, .. } = posted
-                && let Some(slot) = self.outstanding_slots.get_mut(&(landing, queue))
-            {
-                slot.count -= 1;
-                if slot.count == 0 {
-                    self.outstanding_slots.remove(&(landing, queue));
-                }
+            if let Posted::Slot { landing, .. } = posted {
+                unregister(&mut self.outstanding_slots, (landing, queue));
             }
             if a == addr {
                 return Some(posted);
@@ -417,14 +433,16 @@ impl FillPlanner {
         None
     }
 
-    /// Segment `index` of grant `key` has just been received on `queue` (after
-    /// [`consumed`](Self::consumed)). Moves the queue's cursor so that the next slot
-    /// posted is the one the next segment in the sending order will take.
-    pub fn observed(&mut self, queue: usize, key: u64, index: u64) {
+    /// Segment `index` of grant `key` has been received on `queue`, with `outstanding`
+    /// entries left posted when its descriptor was [`consumed`](Self::consumed) (a
+    /// receiver that handles a descriptor later passes the count it saw then). Moves the
+    /// queue's cursor so that the next slot posted is the one the next segment in the
+    /// sending order will take.
+    pub fn observed(&mut self, queue: usize, key: u64, index: u64, outstanding: usize) {
         let Some(q) = self.queues.get_mut(queue) else {
             return;
         };
-        let outstanding = q.posted.len() as u64;
+        let outstanding = outstanding as u64;
         if let Some((p, cursor)) = q.current()
             && p.key == key
         {
@@ -449,6 +467,25 @@ impl FillPlanner {
         }
     }
 
+    /// Whether a frame may still be written over `bytes`: a slot posted (on any queue)
+    /// whose span meets them, or the slot `queue` will post next. A whole frame's head
+    /// that the ICV of the frame below may still cover is opened only once this is false.
+    pub fn may_write(&self, queue: usize, bytes: &Range<u64>) -> bool {
+        let reach = self.layout.max_frame_payload();
+        let meets = |span: &Range<u64>| span.start < bytes.end && bytes.start < span.end;
+        if candidates(&self.outstanding_slots, bytes, reach).any(|(_, slot)| meets(&slot.span)) {
+            return true;
+        }
+        let Some(q) = self.queues.get(queue) else {
+            return false;
+        };
+        let next = q.predictions.iter().find(|(p, c)| *c < p.segments);
+        next.is_some_and(|(p, cursor)| {
+            let index = p.order.index_at(*cursor, p.segments);
+            index < p.full_segments && meets(&p.span(index, &self.layout))
+        })
+    }
+
     /// The landing address of a posted slot that the kernel may still write and that
     /// overlaps `dst..dst+len`, if any: a copy there must wait until that slot returns.
     pub fn blocking_slot(&self, dst: u64, len: u64) -> Option<u64> {
@@ -457,6 +494,32 @@ impl FillPlanner {
         candidates(&self.outstanding_slots, &(dst..dst_end), reach)
             .find(|(_, slot)| slot.span.start < dst_end && dst < slot.span.end)
             .map(|((landing, _), _)| *landing)
+    }
+}
+
+/// Counts one more posting of the slot at `key` (landing, queue), widening its span.
+fn register(
+    outstanding: &mut BTreeMap<(u64, usize), OutstandingSlot>,
+    key: (u64, usize),
+    span: Range<u64>,
+    payload_end: u64,
+) {
+    let slot = outstanding.entry(key).or_insert(OutstandingSlot {
+        count: 0,
+        span: span.clone(),
+        payload_end,
+    });
+    slot.count += 1;
+    slot.span = slot.span.start.min(span.start)..slot.span.end.max(span.end);
+}
+
+/// Counts one posting of the slot at `key` less (returned, or never posted after all).
+fn unregister(outstanding: &mut BTreeMap<(u64, usize), OutstandingSlot>, key: (u64, usize)) {
+    if let Some(slot) = outstanding.get_mut(&key) {
+        slot.count -= 1;
+        if slot.count == 0 {
+            outstanding.remove(&key);
+        }
     }
 }
 
@@ -474,13 +537,15 @@ fn candidates<'a>(
 
 /// True when a frame landing at `landing` on `queue`, writing `span`, could overwrite a
 /// slot still posted or be overwritten by one: the same address; a slot of this queue
-/// posted earlier (taken first) whose payload the span reaches; any slot of another queue
-/// whose span meets it (no ring order between queues).
+/// posted earlier (taken first) whose payload the span reaches, unless only its first
+/// `trailer` bytes from below (the ICV of a frame sent back to front, repaired by the
+/// receiver); any slot of another queue whose span meets it (no ring order between
+/// queues).
 fn conflicts(
     outstanding: &BTreeMap<(u64, usize), OutstandingSlot>,
-    landing: u64,
+    (landing, queue): (u64, usize),
     span: &Range<u64>,
-    queue: usize,
+    trailer: u64,
     reach: u64,
 ) -> bool {
     let conflicting = |(&(a, q), slot): (&(u64, usize), &OutstandingSlot)| {
@@ -490,7 +555,8 @@ fn conflicts(
         if q != queue {
             return slot.span.start < span.end && span.start < slot.span.end;
         }
-        a < span.end && span.start < slot.payload_end
+        let repairable = landing < a && span.end <= a.saturating_add(trailer);
+        a < span.end && span.start < slot.payload_end && !repairable
     };
     candidates(outstanding, span, reach).any(conflicting)
 }
@@ -546,7 +612,8 @@ mod tests {
                 }
                 Posted::Bounce(i) => planner.release_bounce(i),
             }
-            planner.observed(0, 7, j);
+            let outstanding = planner.outstanding(0);
+            planner.observed(0, 7, j, outstanding);
         }
         direct
     }
@@ -563,6 +630,48 @@ mod tests {
         assert_eq!(order.index_at(9, 7), 9);
         assert_eq!(Order::Descending { run: 0 }.index_at(2, 7), 2);
         assert_eq!(Order::Descending { run: 100 }.index_at(0, 7), 6);
+    }
+
+    /// Whole frames back to front, ICV after the payload: a slot may be posted below one
+    /// posted earlier when only the ICV reaches the head of the one above (repaired from
+    /// its record), never when a frame could reach further.
+    #[test]
+    fn back_to_front_icvs_may_cover_only_the_head_of_the_slot_above() {
+        let whole = |frame_cap| Prediction {
+            order: Order::Descending { run: 64 },
+            landing: FrameLanding::Whole {
+                prefix: 94,
+                trailer: 16,
+                frame_cap,
+            },
+            ..pred(16)
+        };
+        let (_, mut planner, mut ring) = setup(8, 4);
+        planner.predict(0, whole(94 + MSS + 16), 0);
+        planner.refill(0, &mut ring.sides().0, |_, _| false);
+        let stats = planner.stats();
+        assert_eq!((stats.slots_posted, stats.not_posted_near_posted), (8, 0));
+        // Slot 15 went first, and its frame came back; the slot below it (14) is still
+        // posted: its ICV may land on 15's head, but not past it.
+        let mut entry = Vec::new();
+        ring.sides().1.consume(&mut entry, 1);
+        assert!(matches!(
+            planner.consumed(0, entry[0]),
+            Some(Posted::Slot { index: 15, .. })
+        ));
+        let head = |j: u64| GUARD + j * u64::from(MSS)..GUARD + j * u64::from(MSS) + 16;
+        assert!(planner.may_write(0, &head(15)));
+        let after_head = head(15).end..head(15).end + 16;
+        assert!(!planner.may_write(0, &after_head));
+        // Slot 7 is the next to post: its ICV may land on slot 8's head.
+        assert!(planner.may_write(0, &head(8)));
+
+        // A frame one byte longer could reach past the head: every slot below a posted
+        // one is refused (a bounce frame takes its place).
+        let (_, mut planner, mut ring) = setup(8, 4);
+        planner.predict(0, whole(94 + MSS + 17), 0);
+        planner.refill(0, &mut ring.sides().0, |_, _| false);
+        assert_eq!(planner.stats().slots_posted, 4, "{:?}", planner.stats());
     }
 
     #[test]

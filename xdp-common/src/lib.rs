@@ -14,8 +14,13 @@ pub mod wire;
 pub const MAX_HDR: usize = 104;
 /// Longest PSP header the program splits: base 16, VC 8, hint 16.
 pub const MAX_PSP_HDR: usize = 40;
-/// Payload bytes copied into the record as the pairing tag.
+/// Payload bytes copied into the record as the pairing tag: the payload's *last* bytes,
+/// which no later frame covers in any landing mode (a whole frame's ICV may cover the next
+/// slot's first bytes).
 pub const TAG_LEN: usize = 8;
+/// Payload bytes copied into the record as the payload's head: the ciphertext a frame
+/// landing just below may cover with its ICV, restored from here (whole-frame landing).
+pub const HEAD_LEN: usize = 16;
 /// Bytes of the ICV.
 pub const ICV_LEN: usize = wire::ICV_LEN;
 /// Most rx queues the program serves (entries of the XSKMAP and of the sequence array).
@@ -54,6 +59,9 @@ pub mod landing {
     /// the ICV inline and need not DMA it), at most `FRAME_CAP` bytes: longer frames pass
     /// to the kernel (`pass_too_long`).
     pub const WHOLE_WITHOUT_ICV: u32 = 1;
+    /// The whole frame, ICV included, unmodified: byte for byte what a zero-copy NIC's DMA
+    /// writes. At most `FRAME_CAP` bytes; longer frames pass to the kernel.
+    pub const WHOLE: u32 = 2;
 }
 
 /// What happened to a packet; the program counts each outcome per CPU.
@@ -126,8 +134,10 @@ pub struct HeaderRecord {
     pub tag_len: u16,
     /// The ICV trimmed from the packet's end.
     pub icv: [u8; ICV_LEN],
-    /// The first payload bytes.
+    /// The last payload bytes (the pairing tag).
     pub tag: [u8; TAG_LEN],
+    /// The first payload bytes (valid when `payload_len` ≥ [`HEAD_LEN`]).
+    pub head: [u8; HEAD_LEN],
     /// PSP header through TCP header.
     pub hdr: [u8; MAX_HDR],
 }
@@ -155,6 +165,7 @@ impl HeaderRecord {
             tag_len: u16_at(offset_of!(Self, tag_len))?,
             icv: array(b, offset_of!(Self, icv))?,
             tag: array(b, offset_of!(Self, tag))?,
+            head: array(b, offset_of!(Self, head))?,
             hdr: array(b, offset_of!(Self, hdr))?,
         })
     }
@@ -169,6 +180,11 @@ impl HeaderRecord {
         &self.tag[..usize::from(self.tag_len).min(TAG_LEN)]
     }
 
+    /// The valid part of `head`: the payload's first [`HEAD_LEN`] bytes, if it has them.
+    pub fn head_bytes(&self) -> Option<&[u8; HEAD_LEN]> {
+        (self.payload_len as usize >= HEAD_LEN).then_some(&self.head)
+    }
+
     /// An all-zero record (a starting point for tests and the eBPF side).
     pub const fn zeroed() -> Self {
         Self {
@@ -179,6 +195,7 @@ impl HeaderRecord {
             tag_len: 0,
             icv: [0; ICV_LEN],
             tag: [0; TAG_LEN],
+            head: [0; HEAD_LEN],
             hdr: [0; MAX_HDR],
         }
     }
@@ -196,6 +213,7 @@ impl HeaderRecord {
         put(offset_of!(Self, tag_len), &self.tag_len.to_ne_bytes());
         put(offset_of!(Self, icv), &self.icv);
         put(offset_of!(Self, tag), &self.tag);
+        put(offset_of!(Self, head), &self.head);
         put(offset_of!(Self, hdr), &self.hdr);
     }
 }
@@ -214,6 +232,7 @@ mod tests {
         r.tag_len = 8;
         r.icv = [7; ICV_LEN];
         r.tag = [1, 2, 3, 4, 5, 6, 7, 8];
+        r.head = [5; HEAD_LEN];
         r.hdr[51] = 9;
         let mut bytes = [0u8; RECORD_LEN];
         r.to_bytes(&mut bytes);
@@ -221,13 +240,16 @@ mod tests {
         assert_eq!(HeaderRecord::from_bytes(&bytes[..RECORD_LEN - 1]), None);
         assert_eq!(r.header_bytes().len(), 52);
         assert_eq!(r.tag_bytes(), &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(r.head_bytes(), Some(&[5; HEAD_LEN]));
+        r.payload_len = 15;
+        assert_eq!(r.head_bytes(), None);
     }
 
     #[test]
     fn record_size_is_a_multiple_of_8() {
         // The ring buffer reserves 8-byte aligned records.
         assert_eq!(RECORD_LEN % 8, 0);
-        assert_eq!(RECORD_LEN, 144);
+        assert_eq!(RECORD_LEN, 160);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The testbed's XDP program. For PSP over UDP port 1000 carrying TCP with a clear TCP
 //! header, on an rx queue with an AF_XDP socket, it
 //! 1. writes a [`HeaderRecord`] (PSP header through TCP header, ICV, lengths, per-queue
-//!    sequence number, first payload bytes) into the `HEADERS` ring buffer;
-//! 2. trims the ICV (`bpf_xdp_adjust_tail`) and, in split landing, strips the headers
-//!    (`bpf_xdp_adjust_head`) so that the AF_XDP descriptor holds the payload only; in
-//!    whole-frame landing (the `LANDING` map) it keeps them, and passes frames longer than
-//!    the frame cap to the kernel;
+//!    sequence number, first and last payload bytes) into the `HEADERS` ring buffer;
+//! 2. in split landing, trims the ICV (`bpf_xdp_adjust_tail`) and strips the headers
+//!    (`bpf_xdp_adjust_head`) so that the AF_XDP descriptor holds the payload only; in the
+//!    whole-frame landings (the `LANDING` map) it keeps the headers, trims the ICV only in
+//!    the PSP-offload model (`WHOLE_WITHOUT_ICV`), leaves the frame untouched in `WHOLE`,
+//!    and passes frames longer than the frame cap to the kernel;
 //! 3. redirects to the queue's socket in `XSKS`.
 //!
 //! Everything else passes to the kernel. Every outcome is counted per CPU in `COUNTERS`.
@@ -22,8 +23,8 @@ use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::{Array, PerCpuArray, RingBuf, XskMap};
 use aya_ebpf::programs::XdpContext;
 use xdp_common::{
-    Counter, HEADER_RING_BYTES, HeaderRecord, ICV_LEN, MAX_HDR, MAX_PSP_HDR, MAX_QUEUES, TAG_LEN,
-    landing, wire,
+    Counter, HEAD_LEN, HEADER_RING_BYTES, HeaderRecord, ICV_LEN, MAX_HDR, MAX_PSP_HDR, MAX_QUEUES,
+    TAG_LEN, landing, wire,
 };
 
 #[map(name = "HEADERS")]
@@ -147,10 +148,20 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
     if XSKS.get(queue).is_none() {
         return (XDP_PASS, Counter::PassNoSocket);
     }
-    let whole = LANDING.get(landing::MODE).copied() == Some(landing::WHOLE_WITHOUT_ICV);
+    let mode = LANDING
+        .get(landing::MODE)
+        .copied()
+        .unwrap_or(landing::SPLIT);
+    let whole = mode == landing::WHOLE_WITHOUT_ICV || mode == landing::WHOLE;
+    let keep_icv = mode == landing::WHOLE;
     if whole {
         let cap = LANDING.get(landing::FRAME_CAP).copied().unwrap_or(0);
-        let landed = (ctx.data_end() - ctx.data()) as u32 - ICV_LEN as u32;
+        let frame = (ctx.data_end() - ctx.data()) as u32;
+        let landed = if keep_icv {
+            frame
+        } else {
+            frame - ICV_LEN as u32
+        };
         if landed > cap {
             return (XDP_PASS, Counter::PassTooLong);
         }
@@ -161,13 +172,14 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
     let rec = entry.as_mut_ptr();
     let pkt_len = (ctx.data_end() - ctx.data()) as u32;
     let payload = psp + hdr_len;
-    // Payloads shorter than the tag are paired by length alone (a constant-size load keeps
-    // the verifier simple).
+    // Payloads shorter than the tag are paired by length alone, and shorter than the head
+    // keep none (constant-size loads keep the verifier simple).
     let tag_len = if payload_len < TAG_LEN as u32 {
         0
     } else {
         TAG_LEN as u32
     };
+    let has_head = payload_len >= HEAD_LEN as u32;
     // SAFETY: `rec` points to a reserved, exclusively owned ring-buffer record of
     // size_of::<HeaderRecord>() bytes; every write stays inside it (lengths are bounded
     // by MAX_HDR, TAG_LEN and ICV_LEN above).
@@ -177,6 +189,7 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
         (*rec).hdr_len = hdr_len as u16;
         (*rec).tag_len = tag_len as u16;
         (*rec).tag = [0; TAG_LEN];
+        (*rec).head = [0; HEAD_LEN];
         let hdr_ok =
             bpf_xdp_load_bytes(ctx.ctx, psp, (*rec).hdr.as_mut_ptr().cast(), hdr_len & 0x7f) == 0;
         let icv_ok = bpf_xdp_load_bytes(
@@ -188,20 +201,27 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
         let tag_ok = tag_len == 0
             || bpf_xdp_load_bytes(
                 ctx.ctx,
-                payload,
+                payload + payload_len - TAG_LEN as u32,
                 (*rec).tag.as_mut_ptr().cast(),
                 TAG_LEN as u32,
             ) == 0;
-        hdr_ok && icv_ok && tag_ok
+        let head_ok = !has_head
+            || bpf_xdp_load_bytes(
+                ctx.ctx,
+                payload,
+                (*rec).head.as_mut_ptr().cast(),
+                HEAD_LEN as u32,
+            ) == 0;
+        hdr_ok && icv_ok && tag_ok && head_ok
     };
     if !loaded {
         entry.discard(0);
         return (XDP_PASS, Counter::PassUnsplittable);
     }
     // SAFETY: the helpers check their deltas against the packet; on failure the packet
-    // is dropped below. Whole frames keep their headers (only the ICV goes).
+    // is dropped below. Whole frames keep their headers, and in `WHOLE` their ICV.
     let adjusted = unsafe {
-        bpf_xdp_adjust_tail(ctx.ctx, -(ICV_LEN as i32)) == 0
+        (keep_icv || bpf_xdp_adjust_tail(ctx.ctx, -(ICV_LEN as i32)) == 0)
             && (whole || bpf_xdp_adjust_head(ctx.ctx, payload as i32) == 0)
     };
     if !adjusted {

@@ -68,7 +68,8 @@ pub struct Setup {
     pub bounce_frames: u32,
     pub bounce_depth: u32,
     pub max_staged_bytes: usize,
-    /// Whole frames land (the PSP-offload model: no ICV), back to front.
+    /// Whole frames land, back to front: with their ICV (trailer 16, a zero-copy NIC) or
+    /// without (trailer 0, the PSP-offload model).
     pub whole_frame: Option<WholeFrame>,
     /// Predict slots (false: copy everything).
     pub predict: bool,
@@ -145,8 +146,14 @@ impl<E: CopyEngine<Payload>> Harness<E> {
         let ring = (setup.window.max(setup.bounce_depth) * 2).next_power_of_two();
         let mut kernel = KernelModel::new(setup.queues, ring.max(256), &layout);
         if let Some(w) = setup.whole_frame {
-            kernel.set_landing(ModelLanding::WholeWithoutIcv {
-                frame_cap: w.frame_cap,
+            kernel.set_landing(if w.trailer > 0 {
+                ModelLanding::Whole {
+                    frame_cap: w.frame_cap,
+                }
+            } else {
+                ModelLanding::WholeWithoutIcv {
+                    frame_cap: w.frame_cap,
+                }
             });
         }
         let mut h = Self {
@@ -160,7 +167,7 @@ impl<E: CopyEngine<Payload>> Harness<E> {
             frame_header_len: setup.whole_frame.map(|_| FRAME_HEADER_LEN),
             mss: setup
                 .whole_frame
-                .map_or(MSS, |w| w.frame_cap - FRAME_HEADER_LEN),
+                .map_or(MSS, |w| w.frame_cap - FRAME_HEADER_LEN - w.trailer),
         };
         h.turn();
         h
