@@ -624,6 +624,33 @@ proptest::proptest! {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8))]
+
+    /// A loss-free 4 MiB stream of whole frames, landing in batches of up to a whole window
+    /// before the receiver runs: at least 99 % of its bytes are placed directly, no head
+    /// repair fails, and the window ends equal to the message.
+    #[test]
+    fn loss_free_whole_frames_place_at_least_99_percent_directly(
+        batch in 1usize..=64,
+        with_icv in proptest::bool::ANY,
+    ) {
+        let mut h = Harness::new(&whole_frame_setup(if with_icv { 16 } else { 0 }));
+        let s = h.open_stream(1, 4 << 20, 0, None);
+        h.turn();
+        h.arrive_in_batches(0, &s.frames(), batch);
+        proptest::prop_assert!(verified(&h.complete(&s)));
+        proptest::prop_assert_eq!(h.window_bytes(&s), s.message.clone());
+        let r = h.report();
+        let placed = r.numbers.direct_bytes as f64 / (4u64 << 20) as f64;
+        proptest::prop_assert!(placed >= 0.99, "{}", placed);
+        let repair = r.xsk_stats.as_ref().expect("xsk").receiver.head_repair;
+        proptest::prop_assert_eq!(repair.failures, 0);
+        proptest::prop_assert_eq!(repair.repaired_bytes > 0, with_icv);
+        proptest::prop_assert_eq!(r.regions[0].stray_bytes, 0);
+    }
+}
+
 #[test]
 fn whole_frames_in_short_runs_miss_only_the_lowest_slot_of_each_run() {
     let mut h = Harness::new(&Setup {

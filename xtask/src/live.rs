@@ -82,17 +82,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A mode of the benchmark: its name, the sender's and the receiver's extra arguments.
-struct Mode {
+#[derive(Debug)]
+pub struct Mode {
     name: &'static str,
     send: &'static [&'static str],
     recv: &'static [&'static str],
 }
 
 /// The modes compared: sealing inline or before the round (`--prebuild`), split landing;
-/// copy everything (`--no-predict`, prebuilt: the cost placement saves); and whole-frame
-/// landing (prebuilt, MSS 1404 to fill the 1498-byte frame cap of a 1500
-/// MTU after 94 header bytes).
-const MODES: [Mode; 4] = [
+/// copy everything (`--no-predict`, prebuilt: the cost placement saves); whole-frame
+/// landing as a zero-copy NIC DMAs it (ICV included, heads repaired from records) and in
+/// the PSP-offload model (no ICV), both prebuilt with MSS 1404, which fills a 1514-byte
+/// frame of a 1500 MTU after 94 header bytes and the ICV.
+pub const MODES: [Mode; 5] = [
     Mode {
         name: "inline",
         send: &[],
@@ -113,25 +115,48 @@ const MODES: [Mode; 4] = [
         send: &["--prebuild", "--mss", "1404"],
         recv: &["--landing", "whole-frame"],
     },
+    Mode {
+        name: "whole-frame-no-icv",
+        send: &["--prebuild", "--mss", "1404"],
+        recv: &["--landing", "whole-frame-no-icv"],
+    },
 ];
+
+/// The modes named in `names` (all when empty), in the benchmark's order.
+///
+/// # Errors
+/// A name that is no mode.
+pub fn select_modes(names: &[String]) -> Result<Vec<&'static Mode>> {
+    for n in names {
+        anyhow::ensure!(
+            MODES.iter().any(|m| m.name == n),
+            "--modes: no mode {n:?} (modes: {})",
+            MODES.map(|m| m.name).join(", ")
+        );
+    }
+    Ok(MODES
+        .iter()
+        .filter(|m| names.is_empty() || names.iter().any(|n| n == m.name))
+        .collect())
+}
 
 /// `runs` trials of each mode, alternating, one stream of 2 × 128 MiB on one queue.
 /// Prints a table and medians; writes every trial and the medians to `out`.
-pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
+pub fn bench(bin: &Path, runs: u32, modes: &[&Mode], out: &Path) -> Result<()> {
     let tb = Testbed::up("zcbench", 1)?;
     let dir = out.parent().map(PathBuf::from).unwrap_or_default();
     let (recv_json, send_json) = (dir.join("bench-recv.json"), dir.join("bench-send.json"));
     let mut trials = Vec::new();
     println!(
-        "{:>3} {:>11} {:>12} {:>8} {:>9} {:>10} {:>9}",
+        "{:>3} {:>18} {:>12} {:>8} {:>9} {:>10} {:>9}",
         "run", "mode", "packets/s", "drops", "direct", "CPU s/GB", "verified"
     );
     for run in 1..=runs {
-        for Mode {
+        for &&Mode {
             name: mode,
             send: extra,
             recv: recv_extra,
-        } in MODES
+        } in modes
         {
             let mut send_args = vec![
                 "--messages",
@@ -159,10 +184,11 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
                 "retransmitted_segments": s["retransmitted_segments"],
                 "copies_avoided": r["copies_avoided"],
                 "rx_cpu_seconds_per_gb": r["rx_cpu_seconds_per_gb"],
+                "head_repaired_bytes": r["xsk_stats"]["receiver"]["head_repair"]["repaired_bytes"],
                 "verified": r["verified"],
             });
             println!(
-                "{run:>3} {mode:>11} {:>12.0} {drops:>8} {:>8.2}% {:>10.2} {:>9}",
+                "{run:>3} {mode:>18} {:>12.0} {drops:>8} {:>8.2}% {:>10.2} {:>9}",
                 s["packets_per_s"].as_f64().unwrap_or(f64::NAN),
                 r["copies_avoided"].as_f64().unwrap_or(f64::NAN) * 100.0,
                 r["rx_cpu_seconds_per_gb"].as_f64().unwrap_or(f64::NAN),
@@ -173,7 +199,7 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
     }
     drop(tb);
     let mut medians = serde_json::Map::new();
-    for Mode { name: mode, .. } in MODES {
+    for &&Mode { name: mode, .. } in modes {
         let of = |key: &str| {
             median(
                 trials
@@ -193,19 +219,21 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
             }),
         );
     }
-    let pps = |m: &str| medians[m]["packets_per_s"].as_f64().unwrap_or(f64::NAN);
-    let ratio = pps("prebuild") / pps("inline");
-    let whole_over_split = pps("whole-frame") / pps("prebuild");
-    let cpu = |m: &str| {
-        medians[m]["rx_cpu_seconds_per_gb"]
-            .as_f64()
+    let of = |m: &str, key: &str| {
+        medians
+            .get(m)
+            .and_then(|v| v[key].as_f64())
             .unwrap_or(f64::NAN)
     };
+    let pps = |m: &str| of(m, "packets_per_s");
+    let ratio = pps("prebuild") / pps("inline");
+    let whole_over_split = pps("whole-frame") / pps("prebuild");
+    let cpu = |m: &str| of(m, "rx_cpu_seconds_per_gb");
     let placed_over_copied_cpu = cpu("prebuild") / cpu("copy-all");
-    for Mode { name: mode, .. } in MODES {
+    for &&Mode { name: mode, .. } in modes {
         let m = &medians[mode];
         println!(
-            "median {mode:>11}: {:.0} packets/s, {} drops, {:.2}% direct, {:.2} CPU s/GB",
+            "median {mode:>18}: {:.0} packets/s, {} drops, {:.2}% direct, {:.2} CPU s/GB",
             m["packets_per_s"].as_f64().unwrap_or(f64::NAN),
             m["rx_dropped"],
             m["copies_avoided"].as_f64().unwrap_or(f64::NAN) * 100.0,
@@ -214,6 +242,11 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
     }
     println!("prebuild / inline packets/s: {ratio:.2}");
     println!("whole-frame / prebuild (split) packets/s: {whole_over_split:.2}");
+    let repair_pps = pps("whole-frame") / pps("whole-frame-no-icv");
+    let repair_cpu = cpu("whole-frame") / cpu("whole-frame-no-icv");
+    println!(
+        "whole-frame (ICV, heads repaired) / whole-frame-no-icv: packets/s {repair_pps:.2}, receiver CPU s/GB {repair_cpu:.2}"
+    );
     println!(
         "split placement / copy everything: packets/s {:.2}, receiver CPU s/GB {placed_over_copied_cpu:.2}",
         pps("prebuild") / pps("copy-all")
@@ -225,6 +258,8 @@ pub fn bench(bin: &Path, runs: u32, out: &Path) -> Result<()> {
         "medians": medians,
         "prebuild_over_inline": ratio,
         "whole_frame_over_split": whole_over_split,
+        "whole_frame_over_no_icv_packets_per_s": repair_pps,
+        "whole_frame_over_no_icv_cpu_per_gb": repair_cpu,
         "placed_over_copy_all_cpu_per_gb": placed_over_copied_cpu,
         "all_verified": all_verified,
     });
@@ -247,4 +282,22 @@ pub fn build_tools(root: &Path, cargo: &mut Command) -> Result<PathBuf> {
         "sender-tool",
     ]))?;
     Ok(root.join("target/release"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_selected_by_name_in_the_benchmarks_order_and_unknown_ones_refused() {
+        assert_eq!(select_modes(&[]).unwrap().len(), MODES.len());
+        let picked = select_modes(&["whole-frame-no-icv".into(), "prebuild".into()]).unwrap();
+        let names: Vec<&str> = picked.iter().map(|m| m.name).collect();
+        assert_eq!(names, ["prebuild", "whole-frame-no-icv"]);
+        let err = select_modes(&["tcp".into()]).unwrap_err().to_string();
+        assert!(
+            err.contains("no mode \"tcp\"") && err.contains("copy-all"),
+            "{err}"
+        );
+    }
 }

@@ -31,6 +31,10 @@ enum Cmd {
         /// Trials per mode (--live).
         #[arg(long, default_value_t = 5)]
         runs: u32,
+        /// Modes to run (--live; comma-separated, all when not given): inline, prebuild,
+        /// copy-all, whole-frame, whole-frame-no-icv.
+        #[arg(long, value_delimiter = ',')]
+        modes: Vec<String>,
     },
     /// The main job: install what is missing, build, bring the test hosts up, move 1 GiB
     /// from zc-send to zc-recv over 2 queues (one region activated late), print the
@@ -180,14 +184,15 @@ fn demo(messages: u32) -> Result<()> {
     Ok(())
 }
 
-fn bench_live(runs: u32) -> Result<()> {
+fn bench_live(runs: u32, modes: &[String]) -> Result<()> {
     live::require_root("bench --live")?;
     anyhow::ensure!(runs > 0, "--runs must be positive");
+    let modes = live::select_modes(modes)?;
     prepare()?;
     let bin = live::build_tools(&root(), &mut cargo())?;
     let out_dir = root().join("target/testbed");
     std::fs::create_dir_all(&out_dir)?;
-    live::bench(&bin, runs, &out_dir.join("bench-live.json"))
+    live::bench(&bin, runs, &modes, &out_dir.join("bench-live.json"))
 }
 
 fn main() -> Result<()> {
@@ -218,7 +223,11 @@ fn main() -> Result<()> {
             }
         },
         Cmd::Test => test(),
-        Cmd::Bench { live: true, runs } => bench_live(runs),
+        Cmd::Bench {
+            live: true,
+            runs,
+            modes,
+        } => bench_live(runs, &modes),
         Cmd::Bench { live: false, .. } => {
             prepare()?;
             install::run(cargo().args(["bench"]))
