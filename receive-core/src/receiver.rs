@@ -34,7 +34,7 @@ use umem::{
     Desc, FillPlanner, FrameLanding, FrameReturns, Layout, Order, Posted, Prediction, Producer,
     ReceivedFrame, UmemMemory,
 };
-use xdp_common::HeaderRecord;
+use xdp_common::{HEAD_LEN, HeaderRecord};
 
 use crate::error::{ReceiveError, SetupError};
 use crate::grant_table::{Action, ConnId, GrantEntry, GrantTable, Limits, RegionSpec, WholeFrame};
@@ -440,6 +440,7 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         self.planner.forget(id.to_wire());
         self.rx.drop_grant(id);
         self.predicted.remove(&id);
+        self.repair.take_grant(id);
         self.draining.push(id);
     }
 
@@ -482,12 +483,14 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
                 self.input_error(format_args!("queue {q}: descriptor {data:#x}+{len}: {e}"));
             }
         }
+        // Frames that waited for this one first: copies parked on this slot may be aimed
+        // at their bytes.
+        self.open_ready(q, now);
         if let Some(Posted::Slot { landing, .. }) = posted
             && let Err(e) = self.rx.slot_returned(landing, &self.planner)
         {
             self.input_error(format_args!("queue {q}: parked copies: {e}"));
         }
-        self.open_ready(q, now);
     }
 
     /// Bytes landing after each payload (the ICV of whole frames as a NIC DMAs them).
@@ -509,7 +512,26 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
             && self.planner.may_write(q, &head)
             && let Received::Slot(slot) = received
         {
-            if let Err(e) = self.repair.defer(q, r, slot, outstanding, self.memory) {
+            let result = if head.end - head.start < HEAD_LEN as u64 {
+                // Too short to have its head in the record: an ICV may still land on it
+                // while it is opened. Dropped (it is retransmitted), counted.
+                Err(format!(
+                    "{} B payload too short to repair",
+                    head.end - head.start
+                ))
+            } else {
+                self.repair
+                    .defer(q, r, slot, outstanding, self.memory)
+                    .map_err(|e| e.to_string())
+            };
+            if let Err(e) = result {
+                self.repair.count(
+                    None,
+                    RepairCounts {
+                        failures: 1,
+                        ..RepairCounts::default()
+                    },
+                );
                 self.input_error(format_args!("queue {q}: frame not held: {e}"));
             }
             return;
@@ -599,6 +621,8 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         // The ICV after the payload is not taken: it may lie on the head of a frame above
         // that waits for this one, and the record has it.
         let Some(len) = len.checked_sub(self.trailer() as usize) else {
+            // Taken, so that a bounce frame goes back to the plan when it is dropped.
+            drop(self.take_received(posted, data, len)?);
             self.pairing.unpaired();
             return Ok(None);
         };

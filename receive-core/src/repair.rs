@@ -28,8 +28,9 @@ pub struct RepairCounts {
     pub repaired_bytes: u64,
     /// Frames that waited for the frame below them to land before being opened.
     pub waited_frames: u64,
-    /// Frames whose head was restored and that still failed to open, or that were still
-    /// waiting when their grant ended.
+    /// Frames whose head was restored and that still failed to open, frames too short to
+    /// repair that a frame below could still cover (dropped), and waiting frames that
+    /// could not be held again.
     pub failures: u64,
 }
 
@@ -76,14 +77,15 @@ pub struct HeadRepair<'m> {
 }
 
 /// The UMEM bytes of a payload held in a slot that a frame below may cover: its first
-/// [`HEAD_LEN`] bytes. `None` for bounce frames (nothing lands next to them) and payloads
-/// too short to carry a head.
+/// [`HEAD_LEN`] bytes (all of it when shorter). `None` for bounce frames (nothing lands
+/// next to them).
 pub fn exposed_head(received: &Received<'_>) -> Option<Range<u64>> {
     match received {
-        Received::Slot(slot) if slot.as_slice().len() >= HEAD_LEN => {
-            Some(slot.addr()..slot.addr() + HEAD_LEN as u64)
+        Received::Slot(slot) => {
+            let len = slot.as_slice().len().min(HEAD_LEN) as u64;
+            Some(slot.addr()..slot.addr() + len)
         }
-        _ => None,
+        Received::Bounce { .. } => None,
     }
 }
 

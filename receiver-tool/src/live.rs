@@ -93,9 +93,13 @@ fn bind_mode(zero_copy: ZeroCopy, iface: &str) -> Result<BindMode> {
     let supported = || umem::sys::zero_copy_supported(iface, 0);
     match zero_copy {
         ZeroCopy::Off => Ok(BindMode::Copy),
-        ZeroCopy::On if supported() => Ok(BindMode::ZeroCopy),
+        ZeroCopy::On | ZeroCopy::Auto if supported() => {
+            tracing::warn!(
+                "zero-copy bind on {iface}: whole-frame landing has been validated on veth in copy mode only (docs/design.md, \"Whole-frame landing\")"
+            );
+            Ok(BindMode::ZeroCopy)
+        }
         ZeroCopy::On => bail!("--zero-copy on: {iface} does not support AF_XDP zero-copy"),
-        ZeroCopy::Auto if supported() => Ok(BindMode::ZeroCopy),
         ZeroCopy::Auto => Ok(BindMode::Copy),
     }
 }
@@ -173,9 +177,11 @@ pub struct LiveArgs {
     /// of a new grant land in them: a small depth costs fewer copies per grant).
     #[arg(long, default_value_t = 64)]
     pub bounce_depth: u32,
-    /// AF_XDP bind mode: zero-copy when the driver offers it (auto), always (on), never
-    /// (off).
-    #[arg(long, value_enum, default_value = "auto")]
+    /// AF_XDP bind mode: never zero-copy (off, the default), always (on), or when the
+    /// driver offers it (auto). Off by default: the zero-copy landing is validated in copy
+    /// mode on veth only, and a zero-copy driver recycles the chunks of frames the XDP
+    /// program passes or drops out of fill-ring order (docs/design.md).
+    #[arg(long, value_enum, default_value = "off")]
     pub zero_copy: ZeroCopy,
     /// What lands in the UMEM: the payload alone (split: copy mode only), the whole frame
     /// as a zero-copy NIC DMAs it (whole-frame: headers, payload, ICV), or the whole frame
@@ -400,7 +406,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> Driver<'_, T, E> {
     }
 
     /// Serves every control event waiting. Errors only if the server stopped.
-    fn control_events(&mut self) -> Result<()> {
+    fn control_events(&mut self, io: &mut Io) -> Result<()> {
         loop {
             let event = match self.events.try_recv() {
                 Ok(e) => e,
@@ -419,6 +425,12 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> Driver<'_, T, E> {
                     reply,
                 } => match self.core.handle_control(ConnId(conn), &request, now) {
                     Some(response) => {
+                        // Slots before the answer: a granted sender starts at once, and a
+                        // frame that finds no fill entry is dropped (and shifts every slot
+                        // posted after it).
+                        for (q, s) in io.sockets.iter_mut().enumerate() {
+                            self.core.refill(q, &mut s.fill_mut());
+                        }
                         let _ = reply.send(response);
                     }
                     None => {
@@ -599,7 +611,7 @@ fn serve_loop<T: CopyTarget, E: CopyEngine<Payload>>(
             eprintln!("zc-recv: stopping on a signal");
             break false;
         }
-        driver.control_events()?;
+        driver.control_events(io)?;
         if args
             .sessions
             .is_some_and(|n| driver.core.completed_sessions() >= n && driver.idle())

@@ -154,8 +154,7 @@ fn one_in_order_stream_lands_directly() {
         &["--message-bytes", "16777216"],
     );
     let r = &o.recv;
-    // The defaults (--zero-copy auto, --landing auto) on veth, which refuses zero-copy:
-    // copy mode, payloads alone.
+    // The defaults (--zero-copy off, --landing auto): copy mode, payloads alone.
     assert_eq!(
         r["xsk_stats"]["queue0"]["mode"], "copy",
         "copy mode where zero-copy is refused"
@@ -168,8 +167,10 @@ fn one_in_order_stream_lands_directly() {
     let direct = u(r, "direct_bytes") as f64 / f64::from(16 << 20);
     assert!(
         direct >= 0.99,
-        "only {:.2}% placed directly",
-        direct * 100.0
+        "only {:.2}% placed directly: {} {}",
+        direct * 100.0,
+        r["xsk_stats"],
+        r["xdp_counters"]
     );
     assert_eq!(u(r, "rejected_bytes"), 0);
     assert_eq!(r["regions"][0]["stray_bytes"], 0);
@@ -882,9 +883,7 @@ fn a_hostile_control_client_cannot_hurt_other_sessions() {
     assert_eq!(r["regions"][0]["stray_bytes"], 0);
 }
 
-/// `--zero-copy on` is refused where the driver cannot (veth), with a clear error
-/// (`auto`, the default, falls back to copy mode: checked in
-/// `one_in_order_stream_lands_directly`).
+/// `--zero-copy on` is refused where the driver cannot (veth), with a clear error.
 #[test]
 fn zero_copy_on_is_refused_where_the_driver_cannot() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
