@@ -17,6 +17,34 @@ use std::io::{BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+/// Who does a session's PSP crypto, agreed when the session opens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Crypto {
+    /// The sender seals and the receiver opens with AES-GCM in software.
+    #[default]
+    Software,
+    /// The model of a NIC with inline PSP crypto: the sender does not encrypt (the payload
+    /// stays clear, the ICV zero) and the receiver neither decrypts nor verifies. For
+    /// measuring placement without crypto's cost; never where authentication is measured.
+    Inline,
+}
+
+impl Crypto {
+    /// Software crypto (the default, left out of messages).
+    pub fn is_software(&self) -> bool {
+        *self == Self::Software
+    }
+
+    /// Its name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Software => "software",
+            Self::Inline => "inline",
+        }
+    }
+}
+
 /// Longest accepted line, in bytes (a status with many missing ranges fits).
 pub const MAX_LINE: usize = 1 << 20;
 
@@ -28,6 +56,9 @@ pub enum Request {
     Session {
         /// PSP version.
         version: u8,
+        /// Who does the crypto (software when absent).
+        #[serde(default, skip_serializing_if = "Crypto::is_software")]
+        crypto: Crypto,
     },
     /// Ask for a placement window.
     Grant {
@@ -74,6 +105,9 @@ pub enum Response {
         key: String,
         /// Receiver's MAC address on the data link (aa:bb:..).
         mac: String,
+        /// The crypto agreed (software when absent).
+        #[serde(default, skip_serializing_if = "Crypto::is_software")]
+        crypto: Crypto,
     },
     /// Window granted.
     Granted(Granted),
@@ -167,9 +201,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn software_crypto_is_the_default_and_left_out_of_the_line() {
+        let old: Request = serde_json::from_str(r#"{"type":"session","version":0}"#).unwrap();
+        assert_eq!(
+            old,
+            Request::Session {
+                version: 0,
+                crypto: Crypto::Software
+            }
+        );
+        let line = serde_json::to_string(&old).unwrap();
+        assert!(!line.contains("crypto"), "{line}");
+        let inline = serde_json::to_string(&Request::Session {
+            version: 0,
+            crypto: Crypto::Inline,
+        })
+        .unwrap();
+        assert!(inline.contains(r#""crypto":"inline""#), "{inline}");
+        assert!(
+            serde_json::from_str::<Request>(r#"{"type":"session","version":0,"crypto":"none"}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn messages_round_trip_as_lines() {
         let msgs = [
-            Request::Session { version: 0 },
+            Request::Session {
+                version: 0,
+                crypto: Crypto::Software,
+            },
+            Request::Session {
+                version: 1,
+                crypto: Crypto::Inline,
+            },
             Request::Grant {
                 spi: 0x4000_0001,
                 len: 1 << 20,

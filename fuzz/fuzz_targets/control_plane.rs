@@ -40,7 +40,10 @@ enum OpIn {
 
 fn request(r: RequestIn) -> Request {
     match r {
-        RequestIn::Session(version) => Request::Session { version: version % 5 },
+        RequestIn::Session(version) => Request::Session {
+            version: version % 5,
+            crypto: if version & 0x80 != 0 { control::Crypto::Inline } else { control::Crypto::Software },
+        },
         RequestIn::Grant {
             spi_low,
             spi,

@@ -91,12 +91,27 @@ pub struct SegmentSpec {
 pub struct FrameBuilder<'a> {
     flow: FlowTemplate,
     sa: &'a Sa,
+    seal: bool,
 }
 
 impl<'a> FrameBuilder<'a> {
     /// A builder for `flow`, sealing with `sa`.
     pub fn new(flow: FlowTemplate, sa: &'a Sa) -> Self {
-        Self { flow, sa }
+        Self {
+            flow,
+            sa,
+            seal: true,
+        }
+    }
+
+    /// The same, but frames are left unsealed: the payload in the clear and the ICV zero.
+    /// The testbed's model of a NIC with inline PSP crypto, which seals on transmit; such
+    /// frames authenticate nowhere.
+    pub fn without_sealing(self) -> Self {
+        Self {
+            seal: false,
+            ..self
+        }
     }
 
     fn psp_header_len(&self, hint: bool) -> usize {
@@ -218,7 +233,11 @@ impl<'a> FrameBuilder<'a> {
         buf[tcp_start..tcp_start + TCP_MIN_HEADER_LEN].copy_from_slice(&tcp.to_bytes());
         let payload_start = tcp_start + TCP_MIN_HEADER_LEN;
         buf[payload_start..payload_start + payload.len()].copy_from_slice(payload);
-        self.sa.seal_in_place(&mut buf[psp_start..len])?;
+        if self.seal {
+            self.sa.seal_in_place(&mut buf[psp_start..len])?;
+        } else {
+            buf[len - ICV_LEN..len].fill(0);
+        }
         Ok(len)
     }
 }

@@ -35,6 +35,12 @@ pub enum RequestError {
     /// No SPI is left to hand out.
     #[error("no SPI left")]
     SpisExhausted,
+    /// Inline crypto asked of a receiver that does not allow it.
+    #[error("inline crypto is not allowed here (zc-recv live --allow-inline-crypto)")]
+    InlineCryptoNotAllowed,
+    /// Inline crypto asked where segments are authorised by region-bound keys.
+    #[error("inline crypto is refused with region-bound keys: they authorise by authentication")]
+    InlineCryptoWithRegionBoundKeys,
     /// The SPI is unknown or belongs to another connection's session.
     #[error("SPI {0:#010x} is not one of this connection's sessions")]
     NotYourSpi(u32),

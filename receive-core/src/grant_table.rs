@@ -65,6 +65,10 @@ pub struct Limits {
     pub sessions_per_connection: usize,
     /// Whole frames land in the UMEM (`None`: payloads only).
     pub whole_frame: Option<WholeFrame>,
+    /// Sessions may agree on inline crypto (the model of a NIC with inline PSP: nothing
+    /// is encrypted or verified in software). Off by default; refused anyway with
+    /// region-bound keys, whose point is authentication.
+    pub allow_inline_crypto: bool,
 }
 
 /// Whole frames land: grants must declare their frames' header length and fit the frame
@@ -94,6 +98,7 @@ impl Default for Limits {
             activation_delay: Duration::from_millis(200),
             sessions_per_connection: 4,
             whole_frame: None,
+            allow_inline_crypto: false,
         }
     }
 }
@@ -187,6 +192,8 @@ pub enum Action {
         spi: u32,
         /// Its PSP version.
         version: Version,
+        /// Who does its crypto.
+        crypto: control::Crypto,
     },
     /// A grant was made: start predicting its slots, then send `reply`.
     Granted {
@@ -308,7 +315,9 @@ impl GrantTable {
         now: Timestamp,
     ) -> Action {
         let outcome = match request {
-            Request::Session { version } => self.open_session(engine, conn, *version),
+            Request::Session { version, crypto } => {
+                self.open_session(engine, conn, *version, *crypto)
+            }
             Request::Grant {
                 spi,
                 len,
@@ -346,8 +355,17 @@ impl GrantTable {
         engine: &mut PlacementEngine,
         conn: ConnId,
         version: u8,
+        crypto: control::Crypto,
     ) -> Result<Action, RequestError> {
         let version = Version::from_wire(version).map_err(|_| RequestError::BadVersion(version))?;
+        if crypto == control::Crypto::Inline {
+            if !self.limits.allow_inline_crypto {
+                return Err(RequestError::InlineCryptoNotAllowed);
+            }
+            if engine.policy().access == placement::AccessControl::RegionBoundKeys {
+                return Err(RequestError::InlineCryptoWithRegionBoundKeys);
+            }
+        }
         let open = self.sessions.get(&conn).map_or(0, |s| s.spis.len());
         if open >= self.limits.sessions_per_connection {
             return Err(RequestError::TooManySessions(
@@ -361,7 +379,11 @@ impl GrantTable {
         self.spi_owner.insert(spi, conn);
         self.sessions.entry(conn).or_default().spis.push(spi);
         self.stats.sessions += 1;
-        Ok(Action::SessionOpened { spi, version })
+        Ok(Action::SessionOpened {
+            spi,
+            version,
+            crypto,
+        })
     }
 
     fn make_grant(

@@ -7,7 +7,7 @@
 //! slot posted to the kernel) is parked until that slot comes back, so that a copy never
 //! races the NIC for the same bytes (docs/design.md, "The prediction window").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use copy_fallback::pipeline::{CopiedBy, CopyPipeline, Delivered};
 use copy_fallback::{CopyEngine, CopyTarget};
@@ -80,6 +80,9 @@ pub struct RxPath<T: CopyTarget, E: CopyEngine<Payload>> {
     pub placement: PlacementEngine,
     keys: MasterKeys,
     sas: HashMap<(u32, Version, Option<u32>), Sa>,
+    /// SPIs of sessions that agreed on inline crypto: their segments are neither
+    /// decrypted nor verified (the NIC model did it).
+    inline_spis: HashSet<u32>,
     pipeline: CopyPipeline<T, E, Payload, CopyTag>,
     delivered: Vec<Delivered<Payload, CopyTag>>,
     staging: Staging,
@@ -117,6 +120,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             placement,
             keys,
             sas: HashMap::new(),
+            inline_spis: HashSet::new(),
             pipeline,
             delivered: Vec::new(),
             staging: Staging::new(max_staged_bytes),
@@ -148,6 +152,17 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         if known {
             f(self.streams.entry(spi).or_default());
         }
+    }
+
+    /// Segments of `spi` come with inline crypto (agreed in its session): trusted as they
+    /// are, neither decrypted nor verified.
+    pub fn trust_inline(&mut self, spi: u32) {
+        self.inline_spis.insert(spi);
+    }
+
+    /// Sessions that agreed on inline crypto so far.
+    pub fn inline_sessions(&self) -> usize {
+        self.inline_spis.len()
     }
 
     /// The SA for (spi, version[, region]), created on first use.
@@ -236,14 +251,19 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             return Ok(None);
         };
         let (spi, version, hint) = (seg.header().spi(), seg.version(), seg.hint());
-        let authenticated = match self.key_choice(spi, hint) {
-            Some(region) => {
-                let payload = received.bytes_mut()?;
-                self.sa(spi, version, region)
-                    .open_split(&seg, payload, icv)
-                    .is_ok()
+        let authenticated = if self.inline_spis.contains(&spi) {
+            // Inline crypto: the (modelled) NIC decrypted and verified it.
+            true
+        } else {
+            match self.key_choice(spi, hint) {
+                Some(region) => {
+                    let payload = received.bytes_mut()?;
+                    self.sa(spi, version, region)
+                        .open_split(&seg, payload, icv)
+                        .is_ok()
+                }
+                None => false,
             }
-            None => false,
         };
         let meta = SegmentMeta {
             spi,

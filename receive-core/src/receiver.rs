@@ -370,12 +370,22 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
             .handle(&mut self.rx.placement, conn, request, now)
         {
             Action::Reply(r) => Some(r),
-            Action::SessionOpened { spi, version } => Some(Response::Session {
+            Action::SessionOpened {
                 spi,
-                version: version.wire(),
-                key: hex::encode(self.keys.derive(spi, version).as_bytes()),
-                mac: self.mac.clone(),
-            }),
+                version,
+                crypto,
+            } => {
+                if crypto == control::Crypto::Inline {
+                    self.rx.trust_inline(spi);
+                }
+                Some(Response::Session {
+                    spi,
+                    version: version.wire(),
+                    key: hex::encode(self.keys.derive(spi, version).as_bytes()),
+                    mac: self.mac.clone(),
+                    crypto,
+                })
+            }
             Action::Granted { grant, reply } => {
                 self.granted(grant);
                 Some(reply)
@@ -978,6 +988,11 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
                     Some(_) => "whole-frame-no-icv",
                 },
                 predict: self.predict,
+                crypto: match self.rx.inline_sessions() {
+                    0 => "software",
+                    n if n as u64 == self.table.stats().sessions => "inline",
+                    _ => "mixed",
+                },
                 unpaired_descriptors: pairing.unpaired_descriptors,
                 unpaired_header_records: pairing.unpaired_records,
                 header_seq_gaps: pairing.seq_gaps,

@@ -127,6 +127,9 @@ pub struct ReceiverReport {
     pub landing: &'static str,
     /// Slots were predicted (false: `--no-predict`, every payload copied).
     pub predict: bool,
+    /// Who did the PSP crypto: software (every session), inline (every session agreed on
+    /// the inline-NIC model: nothing decrypted or verified in software), or mixed.
+    pub crypto: &'static str,
     pub unpaired_descriptors: u64,
     pub unpaired_header_records: u64,
     pub header_seq_gaps: u64,
@@ -284,9 +287,10 @@ impl Report {
             let mode = xsk.queues.values().next().map_or("-", |q| q.mode);
             let r = &xsk.receiver;
             s.push_str(&format!(
-                "  landing {} ({} bind): heads repaired {} B, {} frames waited, {} repair failures\n",
+                "  landing {} ({} bind), crypto {}: heads repaired {} B, {} frames waited, {} repair failures\n",
                 r.landing,
                 mode,
+                r.crypto,
                 r.head_repair.repaired_bytes,
                 r.head_repair.waited_frames,
                 r.head_repair.failures
@@ -442,6 +446,7 @@ mod tests {
                 xdp_mode: "native",
                 umem_backing: "thp",
                 landing: "split",
+                crypto: "software",
                 predict: true,
                 unpaired_descriptors: 0,
                 unpaired_header_records: 0,

@@ -21,7 +21,14 @@ fn request() -> impl Strategy<Value = Request> {
         any::<u64>()
     ];
     prop_oneof![
-        (0..6u8).prop_map(|version| Request::Session { version }),
+        (0..6u8, proptest::bool::ANY).prop_map(|(version, inline)| Request::Session {
+            version,
+            crypto: if inline {
+                control::Crypto::Inline
+            } else {
+                control::Crypto::Software
+            },
+        }),
         (
             spi,
             len,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use control::{Request, Response};
+use control::{Crypto, Request, Response};
 use placement::{GrantId, PlacementEngine, Policy};
 use receive_core::{Action, ConnId, GrantTable, Limits, RegionSpec, Timestamp};
 
@@ -11,7 +11,11 @@ const MIB: u64 = 1 << 20;
 const DIGEST: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 fn setup() -> (PlacementEngine, GrantTable) {
-    let mut engine = PlacementEngine::new(Policy::default());
+    setup_with(Policy::default(), false)
+}
+
+fn setup_with(policy: Policy, allow_inline_crypto: bool) -> (PlacementEngine, GrantTable) {
+    let mut engine = PlacementEngine::new(policy);
     let regions = [
         RegionSpec {
             id: 1,
@@ -29,6 +33,7 @@ fn setup() -> (PlacementEngine, GrantTable) {
     let limits = Limits {
         queues: 2,
         grant_timeout: Duration::from_secs(10),
+        allow_inline_crypto,
         ..Limits::default()
     };
     let table = GrantTable::new(&mut engine, &regions, limits).unwrap();
@@ -39,7 +44,10 @@ fn session(e: &mut PlacementEngine, t: &mut GrantTable, conn: u64) -> u32 {
     match t.handle(
         e,
         ConnId(conn),
-        &Request::Session { version: 0 },
+        &Request::Session {
+            version: 0,
+            crypto: Crypto::Software,
+        },
         Timestamp::START,
     ) {
         Action::SessionOpened { spi, .. } => spi,
@@ -261,14 +269,20 @@ fn a_connection_opens_a_bounded_number_of_sessions() {
     let a = t.handle(
         &mut e,
         ConnId(1),
-        &Request::Session { version: 0 },
+        &Request::Session {
+            version: 0,
+            crypto: Crypto::Software,
+        },
         Timestamp::START,
     );
     assert!(is_error(&a));
     let a = t.handle(
         &mut e,
         ConnId(2),
-        &Request::Session { version: 9 },
+        &Request::Session {
+            version: 9,
+            crypto: Crypto::Software,
+        },
         Timestamp::START,
     );
     assert!(is_error(&a));
@@ -300,4 +314,44 @@ fn mss_and_queue_are_checked() {
     let r = grant_req(spi, MIB, Some(77));
     assert!(is_error(&t.handle(&mut e, ConnId(1), &r, Timestamp::START)));
     assert_eq!(t.windows(1).unwrap().live().count(), 0);
+}
+
+/// Inline crypto (nothing decrypted or verified) only where the receiver allows it, and
+/// never with region-bound keys, whose point is authentication.
+#[test]
+fn inline_crypto_is_agreed_only_where_allowed_and_never_with_region_bound_keys() {
+    let inline = Request::Session {
+        version: 0,
+        crypto: Crypto::Inline,
+    };
+    let message = |a: &Action| match a {
+        Action::Reply(Response::Error { message }) => message.clone(),
+        other => panic!("not refused: {other:?}"),
+    };
+    let (mut e, mut t) = setup();
+    let a = t.handle(&mut e, ConnId(1), &inline, Timestamp::START);
+    assert!(message(&a).contains("allow-inline-crypto"), "{a:?}");
+
+    let (mut e, mut t) = setup_with(Policy::default(), true);
+    let a = t.handle(&mut e, ConnId(1), &inline, Timestamp::START);
+    assert!(
+        matches!(
+            a,
+            Action::SessionOpened {
+                crypto: Crypto::Inline,
+                ..
+            }
+        ),
+        "{a:?}"
+    );
+
+    let bound = Policy {
+        access: placement::AccessControl::RegionBoundKeys,
+        ..Policy::default()
+    };
+    let (mut e, mut t) = setup_with(bound, true);
+    let a = t.handle(&mut e, ConnId(1), &inline, Timestamp::START);
+    assert!(message(&a).contains("region-bound"), "{a:?}");
+    // Software sessions are unaffected.
+    session(&mut e, &mut t, 1);
 }

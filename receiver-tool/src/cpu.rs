@@ -85,6 +85,11 @@ pub struct CpuSnapshot {
 }
 
 impl CpuSnapshot {
+    /// Wall seconds from `earlier` to this snapshot.
+    pub fn seconds_since(&self, earlier: &Self) -> f64 {
+        self.at.duration_since(earlier.at).as_secs_f64()
+    }
+
     /// Now.
     pub fn take() -> Self {
         Self {

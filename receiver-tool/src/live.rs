@@ -197,6 +197,11 @@ pub struct LiveArgs {
     /// checked. The copy-everything baseline, the cost that placement saves.
     #[arg(long)]
     pub no_predict: bool,
+    /// Let sessions agree on inline crypto (`zc-send --crypto inline`): the model of a NIC
+    /// with inline PSP, whose segments are neither decrypted nor verified here. For
+    /// measuring placement without crypto's cost; the report says so (`crypto`).
+    #[arg(long)]
+    pub allow_inline_crypto: bool,
     /// Wait with poll(2) and need-wakeup instead of busy polling.
     #[arg(long)]
     pub poll: bool,
@@ -376,6 +381,7 @@ fn core_config(args: &LiveArgs, layout: &Layout, io: &Io) -> Result<ReceiverConf
             grant_timeout: Duration::from_secs(args.grant_timeout_seconds),
             activation_delay: Duration::from_millis(args.activation_delay_ms),
             whole_frame: io.whole_frame,
+            allow_inline_crypto: args.allow_inline_crypto,
             ..Limits::default()
         },
         max_staged_bytes: 64 << 20,

@@ -1,11 +1,13 @@
 //! `zc-recv`: the testbed's receiver: `live` receives through XDP + AF_XDP with direct
-//! placement; `replay` runs a pcap through the same open-and-place path offline.
+//! placement; `replay` runs a pcap through the same open-and-place path offline; `tcp` is
+//! the kernel-TCP baseline.
 
 mod cpu;
 mod digest;
 mod live;
 mod replay;
 mod serve;
+mod tcp;
 mod xdp;
 
 use std::path::PathBuf;
@@ -48,6 +50,15 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The kernel-TCP baseline: receive `zc-send --transport tcp`'s messages with recv
+    /// into a region (one copy, the kernel's), checked by the same digests.
+    Tcp {
+        #[command(flatten)]
+        args: tcp::TcpArgs,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,17 +79,33 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    let (report, json) = match Cli::parse().command {
+    match Cli::parse().command {
         Command::Replay { pcap, config, json } => {
             let cfg = replay::load_config(&config)?;
-            (replay::run(&pcap, &cfg)?, json)
+            let report = replay::run(&pcap, &cfg)?;
+            print!("{}", report.human());
+            write_json(json.as_deref(), &report)
         }
-        Command::Live { args, json } => (live::run(&args)?, json),
-    };
-    print!("{}", report.human());
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(&path, text + "\n")
+        Command::Live { args, json } => {
+            let report = live::run(&args)?;
+            print!("{}", report.human());
+            write_json(json.as_deref(), &report)
+        }
+        Command::Tcp { args, json } => {
+            let report = tcp::run(&args)?;
+            print!("{}", report.human());
+            write_json(json.as_deref(), &report)?;
+            anyhow::ensure!(report.verified, "not every message verified");
+            Ok(())
+        }
+    }
+}
+
+/// Writes `report` as JSON to `path`, if given.
+fn write_json(path: Option<&std::path::Path>, report: &impl serde::Serialize) -> Result<()> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())

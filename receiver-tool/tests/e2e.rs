@@ -901,3 +901,182 @@ fn zero_copy_on_is_refused_where_the_driver_cannot() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("does not support AF_XDP zero-copy"), "{err}");
 }
+
+/// The kernel-TCP baseline: two streams of two 16 MiB messages (the placement path's
+/// messages, same seeds) over TCP into a region, checked by their digests; the report has
+/// the placement path's keys.
+#[test]
+fn kernel_tcp_transfers_verify_with_the_same_report_keys() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let tb = Testbed::up("zce2etcp", 1).expect("test hosts");
+    let dir = std::env::temp_dir().join("zc-e2e-tcp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (recv_json, send_json) = (dir.join("recv.json"), dir.join("send.json"));
+    let _ = std::fs::remove_file(&recv_json);
+    let listen = format!("{RECEIVER_IP}:7000");
+    let mut recv = Testbed::command_in(&tb.receiver_ns(), env!("CARGO_BIN_EXE_zc-recv"))
+        .args(["tcp", "--listen", &listen, "--region", "1:64M"])
+        .args(["--connections", "2", "--mss", "1400", "--max-seconds", "60"])
+        .arg("--json")
+        .arg(&recv_json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start zc-recv tcp");
+    let send = sender_in(
+        &tb,
+        &[
+            "--transport",
+            "tcp",
+            "--queues",
+            "0,1",
+            "--messages",
+            "2",
+            "--message-bytes",
+            "16777216",
+        ],
+        &send_json,
+    );
+    let status = wait(&mut recv, Duration::from_secs(90), "zc-recv tcp");
+    drop(tb);
+    assert!(status.success(), "zc-recv tcp failed: {status}");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(&recv_json).expect("report")).unwrap();
+    assert_eq!(r["mode"], "tcp");
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(u(&r, "payload_bytes"), 4 << 24);
+    assert_eq!(u(&r, "verified_messages"), 4);
+    assert_eq!(u(&r, "direct_bytes"), 0);
+    assert!(r["gbit_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["rx_cpu_seconds_per_gb"].as_f64().unwrap() > 0.0);
+    assert!(r["accounting"]["process_cpu_seconds"].as_f64().is_some());
+    for s in r["streams"].as_array().unwrap() {
+        // The receiver's announced MSS, less the timestamp option.
+        let mss = u(s, "mss");
+        assert!((1380..=1400).contains(&mss), "{s}");
+    }
+    assert_eq!(send["tx"], "tcp");
+    assert_eq!(u(&send, "verified_messages"), 4);
+}
+
+/// Inline crypto (the inline-NIC model): agreed in the session where the receiver allows
+/// it, segments neither sealed nor opened in software, placed directly and verified by the
+/// window's digest; labelled in both reports. Refused where the receiver does not allow it.
+#[test]
+fn inline_crypto_transfers_verify_by_digest_and_are_refused_unless_allowed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let o = run(
+        "zce2einl",
+        1,
+        &["--region", "1:32M", "--allow-inline-crypto"],
+        &["--crypto", "inline", "--message-bytes", "16777216"],
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(r["xsk_stats"]["receiver"]["crypto"], "inline");
+    assert_eq!(o.send["crypto"], "inline");
+    let direct = u(r, "direct_bytes") as f64 / f64::from(16 << 20);
+    assert!(
+        direct >= 0.99,
+        "only {:.2}% placed directly",
+        direct * 100.0
+    );
+    assert_eq!(u(r, "rejected_bytes"), 0);
+
+    // Not allowed: the session is refused, with the reason.
+    let tb = Testbed::up("zce2einr", 1).expect("test hosts");
+    let dir = std::env::temp_dir().join("zc-e2e-inline-refused");
+    std::fs::create_dir_all(&dir).unwrap();
+    let listen = format!("{RECEIVER_IP}:7000");
+    let mut recv = Testbed::command_in(&tb.receiver_ns(), env!("CARGO_BIN_EXE_zc-recv"))
+        .args(["live", "--iface", &tb.receiver_if(), "--listen", &listen])
+        .args(["--region", "1:8M", "--no-progress", "--max-seconds", "5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start zc-recv");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new("ip")
+        .args(["netns", "exec", &tb.sender_ns()])
+        .arg(zc_send())
+        .args(["--control", &listen, "--iface", &tb.sender_if()])
+        .args([
+            "--crypto",
+            "inline",
+            "--no-progress",
+            "--message-bytes",
+            "65536",
+        ])
+        .output()
+        .expect("run zc-send");
+    let _ = recv.kill();
+    let _ = recv.wait();
+    drop(tb);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("allow-inline-crypto"), "{err}");
+}
+
+/// The kernel's own zero-copy receive: on a 9000-byte MTU, a page of payload per segment
+/// (MSS 4108 with timestamps), a `MSG_ZEROCOPY` sender from page-aligned memory: the
+/// receiver maps (rather than copies) nearly every byte, and every message verifies.
+#[test]
+fn tcp_zerocopy_receive_maps_pages_and_verifies() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let tb = Testbed::up("zce2etzc", 1).expect("test hosts");
+    tb.set_mtu(9000).expect("MTU 9000");
+    let dir = std::env::temp_dir().join("zc-e2e-tcp-zc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (recv_json, send_json) = (dir.join("recv.json"), dir.join("send.json"));
+    let _ = std::fs::remove_file(&recv_json);
+    let listen = format!("{RECEIVER_IP}:7000");
+    let mut recv = Testbed::command_in(&tb.receiver_ns(), env!("CARGO_BIN_EXE_zc-recv"))
+        .args([
+            "tcp",
+            "--listen",
+            &listen,
+            "--region",
+            "1:64M",
+            "--zero-copy",
+        ])
+        .args(["--mss", "4108", "--max-seconds", "60", "--json"])
+        .arg(&recv_json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start zc-recv tcp");
+    std::thread::sleep(Duration::from_millis(300));
+    let send = sender_in(
+        &tb,
+        &[
+            "--transport",
+            "tcp",
+            "--zero-copy-send",
+            "--messages",
+            "2",
+            "--message-bytes",
+            "16777216",
+        ],
+        &send_json,
+    );
+    let status = wait(&mut recv, Duration::from_secs(90), "zc-recv tcp");
+    drop(tb);
+    assert!(status.success(), "zc-recv tcp failed: {status}");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(&recv_json).expect("report")).unwrap();
+    assert_eq!(r["mode"], "tcp-zerocopy");
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(u(&send, "verified_messages"), 2);
+    assert_eq!(u(&r["streams"][0], "mss"), 4096, "{r}");
+    let mapped = r["copies_avoided"].as_f64().unwrap();
+    assert!(mapped >= 0.9, "only {:.1}% mapped: {r}", mapped * 100.0);
+}

@@ -21,6 +21,33 @@ pub(crate) enum TxKind {
     Packet,
 }
 
+/// `--crypto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CryptoArg {
+    /// AES-GCM in software.
+    Software,
+    /// The inline-NIC model.
+    Inline,
+}
+
+impl From<CryptoArg> for control::Crypto {
+    fn from(c: CryptoArg) -> Self {
+        match c {
+            CryptoArg::Software => Self::Software,
+            CryptoArg::Inline => Self::Inline,
+        }
+    }
+}
+
+/// What carries the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    /// PSP with placement hints.
+    Psp,
+    /// Kernel TCP (the baseline).
+    Tcp,
+}
+
 #[derive(Parser)]
 #[command(name = "zc-send", version, about = "PSP sender with placement hints")]
 pub(crate) struct Cli {
@@ -71,6 +98,21 @@ pub(crate) struct Cli {
     /// Transmit path.
     #[arg(long, value_enum, default_value = "xdp")]
     pub(crate) tx: TxKind,
+    /// psp: PSP segments with placement hints (the placement path). tcp: the kernel-TCP
+    /// baseline: the same messages over one TCP connection per stream to `zc-recv tcp`
+    /// at --control (its --mss sets the MSS).
+    #[arg(long, value_enum, default_value = "psp")]
+    pub(crate) transport: Transport,
+    /// With --transport tcp: send each message with MSG_ZEROCOPY from page-aligned memory,
+    /// so that its pages reach the receiver whole (what `zc-recv tcp --zero-copy` maps).
+    #[arg(long)]
+    pub(crate) zero_copy_send: bool,
+    /// Who does the PSP crypto, agreed with the receiver in the session: software (seal
+    /// here with AES-GCM, the default), or inline (the model of a NIC with inline PSP:
+    /// frames go out unsealed, the receiver neither decrypts nor verifies; it must allow
+    /// it). Refused with --lie: lies are caught by authentication.
+    #[arg(long, value_enum, default_value = "software")]
+    pub(crate) crypto: CryptoArg,
     /// PSP version (0: AES-GCM-128, 1: AES-GCM-256, 2/3: GMAC).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
     pub(crate) psp_version: u8,
@@ -162,6 +204,11 @@ impl Plan {
             );
         }
         let lies = parse_lies(&cli.lie, &cli.queues)?;
+        if cli.crypto == CryptoArg::Inline && !lies.is_empty() {
+            bail!(
+                "--crypto inline with --lie: lies are caught by authentication, which inline crypto leaves out"
+            );
+        }
         let sizes = check::sizes(cli.message_bytes, cli.mss, cli.messages, cli.queues.len())?;
         check::iface_name(&cli.iface)?;
         let eth_src = mac_of(&cli.iface)?;

@@ -11,6 +11,7 @@ mod pace;
 mod report;
 mod schedule;
 mod stream;
+mod tcp;
 mod tx;
 
 use std::time::Instant;
@@ -22,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use schedule::{Impairments, Rng, schedule};
 use tx::{PacketTx, Transmit, XdpTx};
 
-use crate::cli::{Cli, MAX_PREBUILT_FRAMES, Plan, TxKind};
+use crate::cli::{Cli, MAX_PREBUILT_FRAMES, Plan, Transport, TxKind};
 use crate::pace::Pacer;
 use crate::report::SendReport;
 use crate::stream::Stream;
@@ -42,6 +43,20 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    let report = match cli.transport {
+        Transport::Psp => send_psp(cli)?,
+        Transport::Tcp => tcp::run(cli)?,
+    };
+    println!("{}", report.summary());
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The placement path: PSP with hints over AF_XDP or AF_PACKET.
+fn send_psp(cli: &Cli) -> Result<SendReport> {
     // Every argument is checked before the first socket or control session.
     let plan = Plan::new(cli)?;
     let tx = open_tx(cli, plan.sizes.segments)?;
@@ -56,13 +71,7 @@ fn run(cli: &Cli) -> Result<()> {
     for m in 0..cli.messages {
         sender.send_message(m, plan.sizes.segments)?;
     }
-    let report = sender.finish();
-    println!("{}", report.summary());
-    if let Some(path) = &cli.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
+    Ok(sender.finish())
 }
 
 /// The transmit path, with room for a first round (and its duplicates) with --prebuild.
@@ -138,7 +147,7 @@ impl<'a> Sender<'a> {
     fn send_message(&mut self, m: u32, segments: usize) -> Result<()> {
         let cli = self.cli;
         for (i, s) in self.streams.iter_mut().enumerate() {
-            let seed = cli.seed ^ (u64::from(m) << 16) ^ (i as u64 + 1);
+            let seed = stream::message_seed(cli.seed, m, i);
             s.start_message(cli.message_bytes, cli.mss, seed)?;
         }
         let imp = Impairments {
@@ -286,9 +295,7 @@ impl<'a> Sender<'a> {
             self.report.failed_messages += s.failed;
         }
         self.report.seconds = self.start.elapsed().as_secs_f64();
-        let busy = self.report.send_seconds.max(1e-9);
-        self.report.gbit_per_s = self.report.payload_bytes_sent as f64 * 8.0 / busy / 1e9;
-        self.report.packets_per_s = self.report.segments_sent as f64 / busy;
+        self.report.finish_rates();
         self.report
     }
 }

@@ -8,6 +8,8 @@ use crate::cli::{Cli, TxKind};
 #[derive(Debug, Serialize)]
 pub(crate) struct SendReport {
     pub(crate) tx: &'static str,
+    /// software or inline (the inline-NIC model: nothing sealed here).
+    pub(crate) crypto: &'static str,
     pub(crate) streams: usize,
     pub(crate) messages_per_stream: u32,
     pub(crate) message_bytes: u64,
@@ -39,6 +41,7 @@ impl SendReport {
                 TxKind::Xdp => "af_xdp",
                 TxKind::Packet => "af_packet",
             },
+            crypto: control::Crypto::from(cli.crypto).as_str(),
             streams,
             messages_per_stream: cli.messages,
             message_bytes: cli.message_bytes,
@@ -55,6 +58,13 @@ impl SendReport {
             failed_messages: 0,
             bad_missing_ranges: 0,
         }
+    }
+
+    /// Throughput while sending, from the bytes and segments sent.
+    pub(crate) fn finish_rates(&mut self) {
+        let busy = self.send_seconds.max(1e-9);
+        self.gbit_per_s = self.payload_bytes_sent as f64 * 8.0 / busy / 1e9;
+        self.packets_per_s = self.segments_sent as f64 / busy;
     }
 
     /// One line for people.

@@ -4,13 +4,43 @@
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
-use control::{Granted, Request, Response};
+use control::{Crypto, Granted, Request, Response};
 use psp::{DerivedKey, FlowTemplate, FrameBuilder, Hint, IpEndpoints, Sa, SegmentSpec, Version};
 
 use crate::check;
 use crate::cli::{Cli, Lie, parse_mac};
 use crate::control_client::Control;
 use crate::schedule::Rng;
+
+/// The seed of message `m` of stream `i`.
+pub(crate) fn message_seed(seed: u64, m: u32, i: usize) -> u64 {
+    seed ^ (u64::from(m) << 16) ^ (i as u64 + 1)
+}
+
+/// Fills `message` with the `len` bytes of message `seed` (the same bytes whichever
+/// transport sends them).
+///
+/// # Errors
+/// The message does not fit in memory.
+pub(crate) fn fill_message(message: &mut Vec<u8>, len: u64, seed: u64) -> Result<()> {
+    let bytes = usize::try_from(len)?;
+    message.clear();
+    message
+        .try_reserve_exact(bytes)
+        .with_context(|| format!("cannot allocate a message of {len} bytes"))?;
+    message.resize(bytes, 0);
+    fill_bytes(message, seed);
+    Ok(())
+}
+
+/// Fills `message` with the bytes of message `seed` (its length is the message's).
+pub(crate) fn fill_bytes(message: &mut [u8], seed: u64) {
+    let mut rng = Rng::new(seed);
+    for chunk in message.chunks_mut(8) {
+        let word = rng.next_u64().to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+}
 
 /// One stream: a queue, a session, the message being sent.
 pub(crate) struct Stream {
@@ -19,6 +49,8 @@ pub(crate) struct Stream {
     pub(crate) sa: Sa,
     pub(crate) flow: FlowTemplate,
     pub(crate) lie: Option<Lie>,
+    /// Who seals: this sender (software) or the modelled NIC (inline: sent unsealed).
+    pub(crate) crypto: Crypto,
     pub(crate) iv: u64,
     pub(crate) next_seq: u32,
     pub(crate) region: Option<u32>,
@@ -44,12 +76,26 @@ impl Stream {
             .checked_add(q16)
             .context("queue too large for a UDP source port")?;
         let (mut control, local) = Control::connect(cli.control)?;
-        let Response::Session { spi, key, mac, .. } = control.call(&Request::Session {
+        let Response::Session {
+            spi,
+            key,
+            mac,
+            crypto,
+            ..
+        } = control.call(&Request::Session {
             version: cli.psp_version,
+            crypto: cli.crypto.into(),
         })?
         else {
             bail!("unexpected answer to session request");
         };
+        if crypto != Crypto::from(cli.crypto) {
+            bail!(
+                "asked for {} crypto, the receiver agreed to {}",
+                Crypto::from(cli.crypto).as_str(),
+                crypto.as_str()
+            );
+        }
         let key = hex::decode(&key).context("session key is not hex")?;
         let key = match key.len() {
             16 => DerivedKey::Aes128(key.try_into().unwrap_or([0; 16])),
@@ -83,6 +129,7 @@ impl Stream {
                 ttl: 64,
             },
             lie,
+            crypto,
             iv: 1,
             next_seq: (Rng::new(seed).next_u64() >> 32) as u32,
             region,
@@ -106,17 +153,7 @@ impl Stream {
     }
 
     pub(crate) fn start_message(&mut self, len: u64, mss: u32, seed: u64) -> Result<()> {
-        let mut rng = Rng::new(seed);
-        let bytes = usize::try_from(len)?;
-        self.message.clear();
-        self.message
-            .try_reserve_exact(bytes)
-            .with_context(|| format!("cannot allocate a message of {len} bytes"))?;
-        self.message.resize(bytes, 0);
-        for chunk in self.message.chunks_mut(8) {
-            let word = rng.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
+        fill_message(&mut self.message, len, seed)?;
         let Response::Granted(granted) = self.control.call(&Request::Grant {
             spi: self.sa.spi(),
             len,
@@ -182,7 +219,13 @@ impl Stream {
             psh: end == self.message.len(),
         };
         self.iv += 1;
-        let len = FrameBuilder::new(self.flow, &self.sa).build(buf, &spec, payload)?;
+        let builder = FrameBuilder::new(self.flow, &self.sa);
+        let builder = match self.crypto {
+            Crypto::Software => builder,
+            // The NIC model seals on transmit: nothing to do here.
+            Crypto::Inline => builder.without_sealing(),
+        };
+        let len = builder.build(buf, &spec, payload)?;
         if self.lie == Some(Lie::ForgedIcv)
             && let Some(last) = len.checked_sub(1).and_then(|i| buf.get_mut(i))
         {

@@ -158,6 +158,41 @@ impl Testbed {
         }
     }
 
+    /// Turns TSO and GSO off on the sender's link (needs `ethtool`), so that kernel TCP
+    /// sends MSS-sized frames as a real NIC's wire carries them, like the placement path.
+    ///
+    /// # Errors
+    /// ethtool is missing or failed.
+    pub fn sender_offloads_off(&self) -> Result<()> {
+        let out = Self::command_in(&self.sender_ns(), "ethtool")
+            .args(["-K", &self.sender_if(), "tso", "off", "gso", "off"])
+            .output()
+            .context("cannot run ethtool (apt-get install ethtool)")?;
+        if !out.status.success() {
+            bail!(
+                "ethtool -K {} tso off gso off: {}",
+                self.sender_if(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets the MTU of both ends of the link.
+    ///
+    /// # Errors
+    /// `ip` refused (e.g. an XDP program attached that cannot take frames that long).
+    pub fn set_mtu(&self, mtu: u32) -> Result<()> {
+        let m = mtu.to_string();
+        for (ns, link) in [
+            (self.sender_ns(), self.sender_if()),
+            (self.receiver_ns(), self.receiver_if()),
+        ] {
+            ip_ok(&["-n", &ns, "link", "set", "dev", &link, "mtu", &m])?;
+        }
+        Ok(())
+    }
+
     /// A command that runs `program` inside namespace `ns`.
     pub fn command_in(ns: &str, program: &str) -> Command {
         let mut c = Command::new("ip");

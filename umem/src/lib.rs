@@ -10,6 +10,7 @@
 //! - [`plan`]: what each fill ring gets (predicted slots or bounce frames) and what each
 //!   RX descriptor's fill entry was for.
 //! - [`packet`]: an AF_PACKET raw socket for sending whole frames (the sender's fallback).
+//! - [`tcp`]: the TCP socket options of the kernel-TCP baselines (MSS, zero-copy receive).
 //!
 //! With `xdp-prog`, this crate is the workspace's kernel boundary: the only place with
 //! `unsafe` code. Its safe API is meant to be sound on its own: ring sides borrow their
@@ -22,6 +23,7 @@ pub mod packet;
 pub mod plan;
 pub mod ring;
 pub mod sys;
+pub mod tcp;
 
 pub use memory::{
     Backing, FrameMut, FrameReturns, GUARD, Layout, LentFrame, MAX_UMEM_LEN, ReceivedFrame,

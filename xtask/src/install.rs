@@ -5,8 +5,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// Debian packages the tests need: tcpdump and tshark read `psp-pcap`'s output.
-pub const TEST_PACKAGES: &[&str] = &["tcpdump", "tshark"];
+/// Debian packages the tests need: tcpdump and tshark read `psp-pcap`'s output; the live
+/// benchmark (run short by the tests) turns TSO/GSO off with ethtool.
+pub const TEST_PACKAGES: &[&str] = &["tcpdump", "tshark", "ethtool"];
 
 /// Debian packages the data path needs: libxdp-sys builds libxdp and libbpf from source
 /// (clang, llvm, m4, make, pkg-config, libelf, zlib, libpcap (its configure step includes

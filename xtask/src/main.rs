@@ -1,6 +1,8 @@
 //! `cargo xtask`: the testbed's orchestration. `cargo xtask test` installs what is missing
 //! on a fresh machine and runs every test.
 
+mod bench;
+mod chart;
 mod install;
 mod live;
 
@@ -31,10 +33,15 @@ enum Cmd {
         /// Trials per mode (--live).
         #[arg(long, default_value_t = 5)]
         runs: u32,
-        /// Modes to run (--live; comma-separated, all when not given): inline, prebuild,
-        /// copy-all, whole-frame, whole-frame-no-icv.
+        /// Modes to run (--live; comma-separated, all when not given): kernel-tcp, split,
+        /// split-busy-poll, split-seal-in-loop, copy-all, whole-frame, whole-frame-no-icv,
+        /// and split+inline, copy-all+inline, whole-frame+inline (inline crypto).
         #[arg(long, value_delimiter = ',')]
         modes: Vec<String>,
+        /// Bytes of each of the 2 messages a trial moves (--live).
+        #[arg(long, default_value_t = 128 << 20,
+              value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+        message_bytes: u64,
     },
     /// The main job: install what is missing, build, bring the test hosts up, move 1 GiB
     /// from zc-send to zc-recv over 2 queues (one region activated late), print the
@@ -101,7 +108,39 @@ fn test() -> Result<()> {
     install::run(cargo().args(["build", "--bins", "--locked"]))?;
     // Default members only: xdp-prog is built for the BPF target by receiver-tool's build.rs.
     install::run(cargo().args(["test", "--all-targets", "--locked"]))?;
-    install::run(cargo().args(["test", "--doc", "--locked"]))
+    install::run(cargo().args(["test", "--doc", "--locked"]))?;
+    short_bench()
+}
+
+/// The live benchmark in its short form (1 run of every mode, 2 × 4 MiB), its report
+/// checked for every mode and key (never timings). Root only; CI=true forbids skipping.
+fn short_bench() -> Result<()> {
+    if !testbed::is_root() {
+        anyhow::ensure!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the short live benchmark needs root, and CI=true forbids skipping it"
+        );
+        eprintln!("xtask: skipping the short live benchmark (needs root)");
+        return Ok(());
+    }
+    let modes = bench::all_modes();
+    let bin = live::build_tools(&root(), &mut cargo())?;
+    let out_dir = root().join("target/testbed/short-bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let cfg = bench::BenchConfig {
+        bin: &bin,
+        runs: 1,
+        message_bytes: 4 << 20,
+        out_dir: &out_dir,
+    };
+    let report = bench::bench(&cfg, &modes)?;
+    bench::check_report(&report, &modes)?;
+    for ext in ["csv", "svg"] {
+        let p = out_dir.join(format!("bench-live.{ext}"));
+        anyhow::ensure!(p.exists(), "{} not written", p.display());
+    }
+    eprintln!("xtask: short live benchmark: every mode and key present");
+    Ok(())
 }
 
 fn fuzz(target: &str, seconds: u64) -> Result<()> {
@@ -184,15 +223,21 @@ fn demo(messages: u32) -> Result<()> {
     Ok(())
 }
 
-fn bench_live(runs: u32, modes: &[String]) -> Result<()> {
+fn bench_live(runs: u32, modes: &[String], message_bytes: u64) -> Result<()> {
     live::require_root("bench --live")?;
     anyhow::ensure!(runs > 0, "--runs must be positive");
-    let modes = live::select_modes(modes)?;
+    let modes = bench::select_modes(modes)?;
     prepare()?;
     let bin = live::build_tools(&root(), &mut cargo())?;
     let out_dir = root().join("target/testbed");
     std::fs::create_dir_all(&out_dir)?;
-    live::bench(&bin, runs, &modes, &out_dir.join("bench-live.json"))
+    let cfg = bench::BenchConfig {
+        bin: &bin,
+        runs,
+        message_bytes,
+        out_dir: &out_dir,
+    };
+    bench::bench(&cfg, &modes).map(|_| ())
 }
 
 fn main() -> Result<()> {
@@ -227,7 +272,8 @@ fn main() -> Result<()> {
             live: true,
             runs,
             modes,
-        } => bench_live(runs, &modes),
+            message_bytes,
+        } => bench_live(runs, &modes, message_bytes),
         Cmd::Bench { live: false, .. } => {
             prepare()?;
             install::run(cargo().args(["bench"]))

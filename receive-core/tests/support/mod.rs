@@ -225,9 +225,13 @@ impl<E: CopyEngine<Payload>> Harness<E> {
 
     /// A session of connection `conn`, and its SA.
     pub fn open_session_only(&mut self, conn: u64) -> Sa {
-        let Response::Session { spi, key, .. } =
-            self.request(ConnId(conn), &Request::Session { version: 0 })
-        else {
+        let Response::Session { spi, key, .. } = self.request(
+            ConnId(conn),
+            &Request::Session {
+                version: 0,
+                crypto: control::Crypto::Software,
+            },
+        ) else {
             panic!("no session");
         };
         let key: [u8; 16] = hex::decode(key).expect("hex").try_into().expect("128-bit");
