@@ -3,7 +3,7 @@
 //! slot comes back: a copy never races the NIC for the same bytes (docs/design.md, "The
 //! prediction window").
 
-use std::collections::HashMap;
+use placement::idmap::FastMap;
 
 use placement::{GrantId, Placement};
 
@@ -45,7 +45,7 @@ pub struct Parked {
 /// Copies parked per blocking slot.
 #[derive(Default)]
 pub struct Parking {
-    by_slot: HashMap<u64, Vec<Parked>>,
+    by_slot: FastMap<u64, Vec<Parked>>,
     parked_total: u64,
 }
 

@@ -7,7 +7,9 @@
 //! slot posted to the kernel) is parked until that slot comes back, so that a copy never
 //! races the NIC for the same bytes (docs/design.md, "The prediction window").
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use placement::idmap::{FastMap, FastSet};
 
 use copy_fallback::pipeline::{CopiedBy, CopyPipeline, Delivered};
 use copy_fallback::{CopyEngine, CopyTarget};
@@ -39,7 +41,7 @@ pub struct CopyTag {
 const MAX_UNKNOWN_STREAMS: usize = 256;
 
 /// Per-stream (per SPI) counters.
-pub type Streams = HashMap<u32, Counters>;
+pub type Streams = FastMap<u32, Counters>;
 
 /// Where a payload is while the engine decides about it.
 enum Landed<'a> {
@@ -79,25 +81,25 @@ struct SegmentMeta {
 pub struct RxPath<T: CopyTarget, E: CopyEngine<Payload>> {
     pub placement: PlacementEngine,
     keys: MasterKeys,
-    sas: HashMap<(u32, Version, Option<u32>), Sa>,
+    sas: FastMap<(u32, Version, Option<u32>), Sa>,
     /// SPIs of sessions that agreed on inline crypto: their segments are neither
     /// decrypted nor verified (the NIC model did it).
-    inline_spis: HashSet<u32>,
+    inline_spis: FastSet<u32>,
     pipeline: CopyPipeline<T, E, Payload, CopyTag>,
     delivered: Vec<Delivered<Payload, CopyTag>>,
     staging: Staging,
     parking: Parking,
     /// Per grant: window ranges accepted (placed, copying, staged or parked).
-    claimed: HashMap<GrantId, RangeSet>,
+    claimed: FastMap<GrantId, RangeSet>,
     /// Per grant: copies submitted to the pipeline and not delivered yet. A grant's
     /// window is released only when this reaches zero (docs/design.md, "Copy ordering").
-    in_flight: HashMap<GrantId, u32>,
+    in_flight: FastMap<GrantId, u32>,
     /// Payload bytes that landed in a slot belonging to another segment and were copied
     /// out of it before their own copy (a second copy; see docs/design.md).
     pub rescued_bytes: u64,
     pub counters: Counters,
     pub streams: Streams,
-    pub progress: HashMap<GrantId, GrantProgress>,
+    pub progress: FastMap<GrantId, GrantProgress>,
     /// Frames that were not PSP at all (ARP, other traffic).
     pub not_psp: u64,
     /// Copies that no backend could write (the target refused them); their bytes stay
@@ -119,17 +121,17 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
         Self {
             placement,
             keys,
-            sas: HashMap::new(),
-            inline_spis: HashSet::new(),
+            sas: FastMap::default(),
+            inline_spis: FastSet::default(),
             pipeline,
             delivered: Vec::new(),
             staging: Staging::new(max_staged_bytes),
             parking: Parking::default(),
-            claimed: HashMap::new(),
-            in_flight: HashMap::new(),
+            claimed: FastMap::default(),
+            in_flight: FastMap::default(),
             rescued_bytes: 0,
             counters: Counters::default(),
-            streams: Streams::new(),
+            streams: Streams::default(),
             progress,
             not_psp: 0,
             copy_failures: 0,

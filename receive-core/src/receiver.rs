@@ -22,6 +22,8 @@
 //! is posted.
 
 use std::collections::{BTreeMap, HashMap};
+
+use placement::idmap::FastMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,7 +247,7 @@ pub struct Receiver<'m, T: CopyTarget, E: CopyEngine<Payload>> {
     pairing: Pairing,
     keys: MasterKeys,
     mac: String,
-    predicted: HashMap<GrantId, Predicted>,
+    predicted: FastMap<GrantId, Predicted>,
     /// Whole frames waiting for the frame below them (their ICV lands on heads).
     repair: HeadRepair<'m>,
     ready: Vec<Waiting<'m>>,
@@ -303,7 +305,7 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
             pairing: Pairing::new(config.queues),
             keys,
             mac: config.mac,
-            predicted: HashMap::new(),
+            predicted: FastMap::default(),
             repair: HeadRepair::new(config.queues),
             ready: Vec::new(),
             pending: Vec::new(),

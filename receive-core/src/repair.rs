@@ -11,7 +11,9 @@
 //!
 //! docs/design.md, "Whole-frame landing", has the byte diagram and why this holds.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use placement::idmap::FastMap;
 use std::ops::Range;
 
 use placement::GrantId;
@@ -72,7 +74,7 @@ impl<'m> Waiting<'m> {
 #[derive(Default)]
 pub struct HeadRepair<'m> {
     waiting: Vec<VecDeque<Waiting<'m>>>,
-    per_grant: HashMap<GrantId, RepairCounts>,
+    per_grant: FastMap<GrantId, RepairCounts>,
     total: RepairCounts,
 }
 
@@ -109,7 +111,7 @@ impl<'m> HeadRepair<'m> {
     pub fn new(queues: usize) -> Self {
         Self {
             waiting: (0..queues).map(|_| VecDeque::new()).collect(),
-            per_grant: HashMap::new(),
+            per_grant: FastMap::default(),
             total: RepairCounts::default(),
         }
     }

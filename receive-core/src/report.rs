@@ -352,7 +352,7 @@ pub struct RunSummary {
 
 /// One report per stream: every SPI with counters or grants, in SPI order.
 pub fn stream_reports(
-    counters: &std::collections::HashMap<u32, Counters>,
+    counters: &crate::receive_path::Streams,
     mut grants: std::collections::HashMap<u32, Vec<GrantReport>>,
 ) -> Vec<StreamReport> {
     let mut streams: Vec<StreamReport> = counters

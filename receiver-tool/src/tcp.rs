@@ -69,6 +69,9 @@ pub struct TcpStreamReport {
     pub read_calls: u64,
     /// Bytes mapped by `TCP_ZEROCOPY_RECEIVE` (not copied).
     pub mapped_bytes: u64,
+    /// CPU seconds this connection's thread spent on SHA-256 (the testbed's verification,
+    /// not receive work: reported apart, as the placement path's digest thread is).
+    pub digest_cpu_seconds: f64,
     #[serde(skip)]
     first_byte: Option<Instant>,
     #[serde(skip)]
@@ -98,6 +101,9 @@ pub struct TcpReport {
     pub failed_messages: u64,
     /// Connections that sent something malformed (closed, counted).
     pub refused_connections: u64,
+    /// CPU seconds spent on SHA-256 verification, all connections (inside
+    /// `accounting.process_cpu_seconds`).
+    pub digest_cpu_seconds: f64,
     pub accounting: AccountingReport,
     pub streams: Vec<TcpStreamReport>,
 }
@@ -244,7 +250,10 @@ fn receive_connection(
             Some(zc) => receive_mapped(&mut socket, zc, dst, deadline, &mut out)?,
             None => {
                 read_into(&mut socket, dst, deadline, &mut out)?;
-                ring::digest::digest(&ring::digest::SHA256, dst)
+                let hashing = umem::thread_cpu_time();
+                let d = ring::digest::digest(&ring::digest::SHA256, dst);
+                out.digest_cpu_seconds += (umem::thread_cpu_time() - hashing).as_secs_f64();
+                d
             }
         };
         let matches = computed.as_ref() == digest;
@@ -277,7 +286,9 @@ fn receive_mapped(
             .context("TCP_ZEROCOPY_RECEIVE")?;
         let (mapped, skip) = (m.bytes.len(), m.skip);
         if mapped > 0 {
+            let hashing = umem::thread_cpu_time();
             hash.update(m.bytes);
+            out.digest_cpu_seconds += (umem::thread_cpu_time() - hashing).as_secs_f64();
             got += mapped;
             out.mapped_bytes += mapped as u64;
             mark(out);
@@ -290,7 +301,9 @@ fn receive_mapped(
         let end = (got + skip).min(dst.len());
         if end > got {
             let n = read_some(socket, &mut dst[got..end], deadline)?;
+            let hashing = umem::thread_cpu_time();
             hash.update(&dst[got..got + n]);
+            out.digest_cpu_seconds += (umem::thread_cpu_time() - hashing).as_secs_f64();
             got += n;
             out.read_calls += 1;
             mark(out);
@@ -435,6 +448,7 @@ fn report(
         verified_messages: verified,
         failed_messages: sum(|s| s.failed_messages),
         refused_connections: refused,
+        digest_cpu_seconds: streams.iter().map(|s| s.digest_cpu_seconds).sum(),
         accounting,
         streams,
     }
