@@ -98,6 +98,9 @@ pub(crate) struct Cli {
     /// Transmit path.
     #[arg(long, value_enum, default_value = "xdp")]
     pub(crate) tx: TxKind,
+    /// AF_XDP: descriptors queued per kick of the TX ring (sendto), 1..=2048.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=2048))]
+    pub(crate) tx_batch: u32,
     /// psp: PSP segments with placement hints (the placement path). tcp: the kernel-TCP
     /// baseline: the same messages over one TCP connection per stream to `zc-recv tcp`
     /// at --control (its --mss sets the MSS).

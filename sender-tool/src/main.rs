@@ -88,7 +88,7 @@ fn open_tx(cli: &Cli, segments: usize) -> Result<Box<dyn Transmit>> {
         4096
     };
     Ok(match cli.tx {
-        TxKind::Xdp => Box::new(XdpTx::open(&cli.iface, &cli.queues, frames)?),
+        TxKind::Xdp => Box::new(XdpTx::open(&cli.iface, &cli.queues, frames, cli.tx_batch)?),
         TxKind::Packet => Box::new(PacketTx::open(&cli.iface, frames)?),
     })
 }

@@ -77,15 +77,18 @@ pub struct XdpTx {
     free: Vec<u32>,
     /// Descriptors queued but not kicked.
     unkicked: usize,
+    /// Descriptors queued per kick (`sendto`) of the TX ring.
+    batch: usize,
     completions: Vec<u64>,
 }
 
 impl XdpTx {
-    /// Opens sockets on `queues` of `ifname`, sharing a UMEM of `frames` frames.
+    /// Opens sockets on `queues` of `ifname`, sharing a UMEM of `frames` frames; the TX
+    /// ring is kicked every `batch` descriptors.
     ///
     /// # Errors
     /// UMEM or socket creation failures (not root, no such interface or queue).
-    pub fn open(ifname: &str, queues: &[u32], frames: u32) -> Result<Self> {
+    pub fn open(ifname: &str, queues: &[u32], frames: u32, batch: u32) -> Result<Self> {
         let layout = Layout::new(&[], frames, FRAME_SIZE)?;
         let memory = Arc::new(UmemMemory::with_layout(&layout)?);
         let umem = Umem::new(memory, layout, 2048).context("AF_XDP UMEM")?;
@@ -109,6 +112,7 @@ impl XdpTx {
             sockets,
             free: (0..frames).rev().collect(),
             unkicked: 0,
+            batch: batch.max(1) as usize,
             completions: Vec::new(),
         })
     }
@@ -175,7 +179,7 @@ impl Transmit for XdpTx {
             std::thread::yield_now();
         }
         self.unkicked += 1;
-        if self.unkicked >= 32 {
+        if self.unkicked >= self.batch {
             self.kick();
             self.reap();
         }

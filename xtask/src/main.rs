@@ -51,6 +51,13 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         messages: u32,
     },
+    /// Install the testbed's Wireshark dissector (PSP and the placement hint) into the
+    /// personal Lua plugin folder, and print how to use it with tshark.
+    Wireshark {
+        /// Plugin folder (default: ~/.local/lib/wireshark/plugins).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Create or remove the test hosts (network namespaces + veth pair).
     Testbed {
         #[command(subcommand)]
@@ -223,6 +230,33 @@ fn demo(messages: u32) -> Result<()> {
     Ok(())
 }
 
+/// Copies `wireshark/psp_hint.lua` into `dir` (or the personal plugin folder).
+fn wireshark(dir: Option<PathBuf>) -> Result<()> {
+    let script = root().join("wireshark/psp_hint.lua");
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            let home = std::env::var_os("HOME").context("HOME is not set: give --dir")?;
+            PathBuf::from(home).join(".local/lib/wireshark/plugins")
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dest = dir.join("psp_hint.lua");
+    std::fs::copy(&script, &dest)
+        .with_context(|| format!("cannot copy {} to {}", script.display(), dest.display()))?;
+    println!("xtask: installed {}", dest.display());
+    println!("Wireshark and tshark load it from there; or name the script explicitly:");
+    println!(
+        "  tshark -X lua_script:{} -r capture.pcap -V -O psp",
+        script.display()
+    );
+    println!(
+        "  tshark -X lua_script:{} -r capture.pcap -Y 'psp.hint.region == 1' -T fields -e psp.spi -e psp.hint.offset -e tcp.seq",
+        script.display()
+    );
+    Ok(())
+}
+
 fn bench_live(runs: u32, modes: &[String], message_bytes: u64) -> Result<()> {
     live::require_root("bench --live")?;
     anyhow::ensure!(runs > 0, "--runs must be positive");
@@ -268,6 +302,7 @@ fn main() -> Result<()> {
             }
         },
         Cmd::Test => test(),
+        Cmd::Wireshark { dir } => wireshark(dir),
         Cmd::Bench {
             live: true,
             runs,
@@ -279,5 +314,21 @@ fn main() -> Result<()> {
             install::run(cargo().args(["bench"]))
         }
         Cmd::Fuzz { target, seconds } => fuzz(&target, seconds),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dissector_is_installed_where_asked() {
+        let dir = std::env::temp_dir().join(format!("xtask-ws-{}", std::process::id()));
+        wireshark(Some(dir.clone())).unwrap();
+        let installed = std::fs::read_to_string(dir.join("psp_hint.lua")).unwrap();
+        let shipped = std::fs::read_to_string(root().join("wireshark/psp_hint.lua")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(installed, shipped);
+        assert!(installed.contains("DissectorTable.get(\"udp.port\"):add(1000, psp)"));
     }
 }
