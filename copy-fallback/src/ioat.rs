@@ -13,7 +13,14 @@ use std::sync::mpsc::{
 };
 use std::thread::JoinHandle;
 
-use super::{Completion, CopyEngine, CopyTarget, Descriptor, Health, RefuseReason, Refused};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+use super::{
+    ChannelStats, Completion, CopyEngine, CopyTarget, Descriptor, Health, LatencySummary,
+    RefuseReason, Refused,
+};
 use crate::error::{Error, Result};
 
 /// Faults to inject into one channel.
@@ -51,18 +58,68 @@ impl Default for IoatConfig {
     }
 }
 
+/// A descriptor on a channel's ring, with when it was submitted.
+struct Queued<B> {
+    descriptor: Descriptor<B>,
+    submitted: Instant,
+}
+
 enum FromWorker<B> {
-    Done(Completion<B>),
+    /// Done on channel `.0`, `.2` nanoseconds after submission.
+    Done(usize, Completion<B>, u64),
     /// The channel failed; these descriptors were not copied.
     Failed(usize, Vec<Descriptor<B>>),
 }
 
 struct Channel<B> {
-    ring: Option<SyncSender<Descriptor<B>>>,
+    ring: Option<SyncSender<Queued<B>>>,
     healthy: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
     submissions: u64,
     refuse_every: Option<u64>,
+    /// Descriptors queued on it now.
+    depth: u64,
+    stats: ChannelCounts,
+}
+
+/// A channel's counts, kept on the submitting thread.
+struct ChannelCounts {
+    copies: u64,
+    bytes: u64,
+    refusals: u64,
+    failures: u64,
+    max_depth: u64,
+    /// Nanoseconds from submission to completion (1 ns to 60 s, 3 significant digits).
+    latency: Option<Histogram<u64>>,
+}
+
+impl ChannelCounts {
+    fn new() -> Self {
+        Self {
+            copies: 0,
+            bytes: 0,
+            refusals: 0,
+            failures: 0,
+            max_depth: 0,
+            latency: Histogram::new_with_bounds(1, 60_000_000_000, 3).ok(),
+        }
+    }
+
+    fn summary(&self) -> LatencySummary {
+        let Some(h) = &self.latency else {
+            return LatencySummary::default();
+        };
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        LatencySummary {
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            count: h.len(),
+        }
+    }
 }
 
 /// The I/OAT-class engine model.
@@ -89,32 +146,38 @@ impl<B> core::fmt::Debug for IoatModel<B> {
 fn worker<T: CopyTarget, B: AsRef<[u8]>>(
     index: usize,
     target: Arc<T>,
-    ring: Receiver<Descriptor<B>>,
+    ring: Receiver<Queued<B>>,
     out: Sender<FromWorker<B>>,
     healthy: Arc<AtomicBool>,
     faults: ChannelFaults,
 ) {
     let mut processed = 0u64;
-    while let Ok(d) = ring.recv() {
+    while let Ok(q) = ring.recv() {
         if !healthy.load(Ordering::Acquire) || faults.fail_after == Some(processed) {
             healthy.store(false, Ordering::Release);
-            let mut batch = vec![d];
-            batch.extend(ring.try_iter());
+            let mut batch = vec![q.descriptor];
+            batch.extend(ring.try_iter().map(|q| q.descriptor));
             if out.send(FromWorker::Failed(index, batch)).is_err() {
                 return;
             }
             continue;
         }
+        let d = q.descriptor;
         let mut result = target.write(d.dst, d.src.as_ref());
         if faults.error_at == Some(processed) {
             result = Err(Error::DescriptorError(d.id));
         }
         processed += 1;
+        let latency = u64::try_from(q.submitted.elapsed().as_nanos()).unwrap_or(u64::MAX);
         if out
-            .send(FromWorker::Done(Completion {
-                descriptor: d,
-                result,
-            }))
+            .send(FromWorker::Done(
+                index,
+                Completion {
+                    descriptor: d,
+                    result,
+                },
+                latency,
+            ))
             .is_err()
         {
             return;
@@ -156,6 +219,8 @@ impl<B: AsRef<[u8]> + Send + 'static> IoatModel<B> {
                 worker: Some(handle),
                 submissions: 0,
                 refuse_every: faults.refuse_every,
+                depth: 0,
+                stats: ChannelCounts::new(),
             });
         }
         Ok(Self {
@@ -190,18 +255,28 @@ impl<B: AsRef<[u8]> + Send + 'static> IoatModel<B> {
                 .refuse_every
                 .is_some_and(|k| k > 0 && ch.submissions.is_multiple_of(k))
             {
+                ch.stats.refusals += 1;
                 continue;
             }
             let Some(ring) = &ch.ring else { continue };
-            match ring.try_send(d) {
+            let queued = Queued {
+                descriptor: d,
+                submitted: Instant::now(),
+            };
+            match ring.try_send(queued) {
                 Ok(()) => {
+                    ch.depth += 1;
+                    ch.stats.max_depth = ch.stats.max_depth.max(ch.depth);
                     self.next = (i + 1) % n;
                     return Ok(());
                 }
-                Err(TrySendError::Full(back)) => d = back,
+                Err(TrySendError::Full(back)) => {
+                    ch.stats.refusals += 1;
+                    d = back.descriptor;
+                }
                 Err(TrySendError::Disconnected(back)) => {
                     ch.healthy.store(false, Ordering::Release);
-                    d = back;
+                    d = back.descriptor;
                 }
             }
         }
@@ -228,14 +303,28 @@ impl<B: AsRef<[u8]> + Send + 'static> CopyEngine<B> for IoatModel<B> {
         let before = out.len();
         loop {
             match self.completions.try_recv() {
-                Ok(FromWorker::Done(c)) => {
+                Ok(FromWorker::Done(channel, c, latency)) => {
                     self.outstanding -= 1;
+                    if let Some(ch) = self.channels.get_mut(channel) {
+                        ch.depth = ch.depth.saturating_sub(1);
+                        if c.result.is_ok() {
+                            ch.stats.copies += 1;
+                            ch.stats.bytes += c.descriptor.src.as_ref().len() as u64;
+                            if let Some(h) = &mut ch.stats.latency {
+                                let _ = h.record(latency.max(1));
+                            }
+                        } else {
+                            ch.stats.failures += 1;
+                        }
+                    }
                     out.push(c);
                 }
                 Ok(FromWorker::Failed(channel, batch)) => {
-                    self.channels[channel]
-                        .healthy
-                        .store(false, Ordering::Release);
+                    if let Some(ch) = self.channels.get_mut(channel) {
+                        ch.healthy.store(false, Ordering::Release);
+                        ch.depth = ch.depth.saturating_sub(batch.len() as u64);
+                        ch.stats.failures += batch.len() as u64;
+                    }
                     // Move the failed channel's descriptors, as one batch, to healthy channels;
                     // what no channel takes goes back to the caller to copy on the CPU.
                     for d in batch {
@@ -271,6 +360,22 @@ impl<B: AsRef<[u8]> + Send + 'static> CopyEngine<B> for IoatModel<B> {
     fn outstanding(&self) -> usize {
         self.outstanding
     }
+
+    fn channel_stats(&self) -> Vec<ChannelStats> {
+        self.channels
+            .iter()
+            .map(|ch| ChannelStats {
+                copies: ch.stats.copies,
+                bytes: ch.stats.bytes,
+                refusals: ch.stats.refusals,
+                failures: ch.stats.failures,
+                healthy: ch.healthy.load(Ordering::Acquire),
+                max_depth: ch.stats.max_depth,
+                depth: ch.depth,
+                latency_ns: ch.stats.summary(),
+            })
+            .collect()
+    }
 }
 
 impl<B> Drop for IoatModel<B> {
@@ -282,6 +387,66 @@ impl<B> Drop for IoatModel<B> {
             if let Some(h) = ch.worker.take() {
                 let _ = h.join();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+    use crate::VecTarget;
+
+    /// Per-channel counts: copies and bytes with one latency sample each, injected
+    /// refusals, and a failed channel's descriptors.
+    #[test]
+    fn channels_count_copies_refusals_failures_and_latency() {
+        let target = Arc::new(VecTarget::new(0, 1 << 20));
+        let config = IoatConfig {
+            channels: 2,
+            ring_size: 64,
+            pin_cores: Vec::new(),
+            faults: vec![
+                ChannelFaults {
+                    fail_after: Some(5),
+                    ..ChannelFaults::default()
+                },
+                ChannelFaults {
+                    refuse_every: Some(3),
+                    ..ChannelFaults::default()
+                },
+            ],
+        };
+        let mut engine = IoatModel::start(target, &config).unwrap();
+        let mut done = Vec::new();
+        let mut submitted = 0;
+        for id in 0..40u64 {
+            let d = Descriptor {
+                id,
+                dst: id * 100,
+                src: vec![1u8; 100],
+            };
+            if engine.submit(d).is_ok() {
+                submitted += 1;
+            }
+            engine.poll(&mut done);
+        }
+        let start = std::time::Instant::now();
+        while done.len() < submitted && start.elapsed() < std::time::Duration::from_secs(5) {
+            engine.poll(&mut done);
+            std::thread::yield_now();
+        }
+        let stats = engine.channel_stats();
+        assert_eq!(stats.len(), 2);
+        let ok = done.iter().filter(|c| c.result.is_ok()).count() as u64;
+        assert_eq!(stats[0].copies + stats[1].copies, ok);
+        assert_eq!(stats[0].bytes + stats[1].bytes, ok * 100);
+        assert_eq!(stats[0].copies, 5, "{stats:?}");
+        assert!(!stats[0].healthy && stats[0].failures > 0, "{stats:?}");
+        assert!(stats[1].refusals > 0, "{stats:?}");
+        for s in &stats {
+            assert_eq!(s.latency_ns.count, s.copies);
+            assert!(s.latency_ns.p50 <= s.latency_ns.p999);
+            assert_eq!(s.depth, 0);
         }
     }
 }

@@ -144,4 +144,47 @@ pub trait CopyEngine<B> {
     fn health(&self) -> Health;
     /// Descriptors submitted and not yet returned by `poll`.
     fn outstanding(&self) -> usize;
+    /// Per channel: what it copied, refused and failed, its queue depth and copy latency
+    /// (none for engines without channels).
+    fn channel_stats(&self) -> Vec<ChannelStats> {
+        Vec::new()
+    }
+}
+
+/// One engine channel's counts over a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelStats {
+    /// Copies completed without error.
+    pub copies: u64,
+    /// Bytes of those copies.
+    pub bytes: u64,
+    /// Submissions this channel refused (ring full, or an injected refusal).
+    pub refusals: u64,
+    /// Descriptors that failed here: completed with an error, or left on the channel
+    /// when it failed (moved to another channel or back to the CPU).
+    pub failures: u64,
+    /// Whether the channel still works.
+    pub healthy: bool,
+    /// Most descriptors queued on it at once.
+    pub max_depth: u64,
+    /// Descriptors queued on it at the end.
+    pub depth: u64,
+    /// Submission to completion, nanoseconds: median, 99th and 99.9th percentile, max
+    /// (0 when it copied nothing).
+    pub latency_ns: LatencySummary,
+}
+
+/// Percentiles of a latency histogram.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LatencySummary {
+    /// 50th percentile.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+    /// Samples.
+    pub count: u64,
 }

@@ -1,17 +1,19 @@
-//! Reading and writing classic pcap files the way libpcap's dumper does: Ethernet link
-//! type, snaplen 9014, microsecond timestamps, host byte order.
+//! Reading captures (pcap or pcapng, through [`psp_pcap::capture`]) and writing classic
+//! pcap files the way libpcap's dumper does: Ethernet link type, snaplen 9014, microsecond
+//! timestamps, host byte order.
 //!
 //! Only Ethernet captures are read. Output goes to a temporary file beside the destination
 //! that [`Writer::finish`] renames over it, so a failed run leaves no truncated file and
 //! `-i X -o X` cannot destroy its input.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use pcap_file::pcap::{PcapHeader, PcapReader, PcapWriter, RawPcapPacket};
+use pcap_file::pcap::{PcapHeader, PcapWriter, RawPcapPacket};
 use pcap_file::{DataLink, Endianness, TsResolution};
+use psp_pcap::capture::Capture;
 
 /// The reference programs' snaplen and largest frame.
 pub const MAX_FRAME: usize = 9014;
@@ -23,53 +25,27 @@ pub struct Packet {
     pub data: Vec<u8>,
 }
 
-/// Reads every packet of `path`; partial captures are an error, as in the reference.
+/// Reads every packet of `path` (pcap or pcapng, Ethernet); partial captures are an
+/// error, as in the reference.
 pub fn read_all(path: &Path) -> Result<Vec<Packet>> {
-    let file = File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
-    let mut reader = PcapReader::new(BufReader::new(file))
-        .with_context(|| format!("{} is not a pcap file", path.display()))?;
-    check_link_type(path, reader.header().datalink)?;
-    let nanos = reader.header().ts_resolution == TsResolution::NanoSecond;
+    let mut capture = Capture::open(path)?;
     let mut packets = Vec::new();
-    while let Some(raw) = reader.next_raw_packet() {
-        let raw = raw.with_context(|| {
-            format!(
-                "{}: packet {} is malformed",
-                path.display(),
-                packets.len() + 1
-            )
-        })?;
-        if raw.incl_len != raw.orig_len {
+    while let Some(frame) = capture.next_frame() {
+        let frame = frame?;
+        if frame.data.len() != frame.orig_len as usize {
             bail!(
                 "{}: packet {}: partial packet captures are not supported",
                 path.display(),
                 packets.len() + 1
             );
         }
-        let ts_usec = if nanos {
-            raw.ts_frac / 1000
-        } else {
-            raw.ts_frac
-        };
         packets.push(Packet {
-            ts_sec: raw.ts_sec,
-            ts_usec,
-            data: raw.data.into_owned(),
+            ts_sec: u32::try_from(frame.timestamp.as_secs()).unwrap_or(u32::MAX),
+            ts_usec: frame.timestamp.subsec_micros(),
+            data: frame.data,
         });
     }
     Ok(packets)
-}
-
-/// Refuses captures of any link type but Ethernet: every frame is parsed as Ethernet.
-fn check_link_type(path: &Path, link: DataLink) -> Result<()> {
-    if link != DataLink::ETHERNET {
-        bail!(
-            "{}: link type {link:?} ({}) is not Ethernet (1); psp-pcap reads Ethernet captures only",
-            path.display(),
-            u32::from(link)
-        );
-    }
-    Ok(())
 }
 
 /// A temporary file beside its destination, removed unless [`TempFile::persist`] renamed

@@ -228,3 +228,51 @@ fn configuration_errors_name_the_field() {
     );
     assert!(!d.join("out.pcap").exists());
 }
+
+/// The same capture as pcapng (microsecond timestamps, no `if_tsresol`) encrypts to the
+/// same bytes as the pcap.
+#[test]
+fn pcapng_input_gives_the_same_output_as_pcap() {
+    use pcap_file::pcap::PcapReader;
+    use pcap_file::pcapng::PcapNgWriter;
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+    let d = dir("pcapng");
+    let input = fixtures().join("v4_tcp_and_arp.pcap");
+    let ng = d.join("input.pcapng");
+    let mut reader = PcapReader::new(std::fs::File::open(&input).unwrap()).unwrap();
+    let mut w = PcapNgWriter::new(std::fs::File::create(&ng).unwrap()).unwrap();
+    w.write_pcapng_block(InterfaceDescriptionBlock {
+        linktype: pcap_file::DataLink::ETHERNET,
+        snaplen: 0,
+        options: vec![],
+    })
+    .unwrap();
+    while let Some(pkt) = reader.next_packet() {
+        let pkt = pkt.unwrap();
+        let micros = u64::try_from(pkt.timestamp.as_micros()).unwrap();
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: std::time::Duration::from_nanos(micros),
+            original_len: pkt.orig_len,
+            data: pkt.data,
+            options: vec![],
+        })
+        .unwrap();
+    }
+    drop(w);
+    let cfg = cfg("encrypt_transport_crypt_off_128");
+    let (from_pcap, from_ng) = (d.join("a.pcap"), d.join("b.pcap"));
+    for (i, o) in [(&input, &from_pcap), (&ng, &from_ng)] {
+        let run = tool(&[p("encrypt"), p("-c"), &cfg, p("-i"), i, p("-o"), o]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read(&from_pcap).unwrap(),
+        std::fs::read(&from_ng).unwrap()
+    );
+}

@@ -161,8 +161,10 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     }
 }
 
-fn capture() -> PathBuf {
-    let path = std::env::temp_dir().join(format!("psp-dissector-{}.pcap", std::process::id()));
+/// The capture, in a file of its own per test (the tests run in parallel).
+fn capture(test: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("psp-dissector-{}-{test}.pcap", std::process::id()));
     write_pcap(&path, &frames());
     path
 }
@@ -180,7 +182,7 @@ fn run(mut c: Command) -> String {
 #[test]
 fn tshark_shows_every_field_as_the_golden_text_says() {
     let Some(mut c) = tshark() else { return };
-    let pcap = capture();
+    let pcap = capture("golden");
     c.args(["-r"]).arg(&pcap).args(["-V", "-O", "psp"]);
     let text = run(c);
     let _ = std::fs::remove_file(&pcap);
@@ -211,7 +213,7 @@ fn tshark_shows_every_field_as_the_golden_text_says() {
 #[test]
 fn filters_can_rely_on_the_field_names_and_tcp_seq() {
     let Some(mut c) = tshark() else { return };
-    let pcap = capture();
+    let pcap = capture("fields");
     c.args(["-r"])
         .arg(&pcap)
         .args(["-T", "fields", "-E", "separator=,"]);
@@ -262,7 +264,7 @@ fn filters_can_rely_on_the_field_names_and_tcp_seq() {
 #[test]
 fn malformed_headers_raise_expert_info() {
     let Some(mut c) = tshark() else { return };
-    let pcap = capture();
+    let pcap = capture("expert");
     c.args(["-r"]).arg(&pcap).args([
         "-T",
         "fields",

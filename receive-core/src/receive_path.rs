@@ -23,7 +23,9 @@ use umem::LentFrame;
 use crate::error::ReceiveError;
 use crate::parking::{Parked, Parking, SlotGate};
 use crate::payload::{Payload, Received};
-use crate::report::{CopyEngineReport, GrantReport, Numbers, Report, RunSummary, stream_reports};
+use crate::report::{
+    ChannelReport, CopyEngineReport, GrantReport, Numbers, Report, RunSummary, stream_reports,
+};
 use crate::staging::{Staged, Staging};
 use crate::time::Timestamp;
 
@@ -593,6 +595,14 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
                 errors_to_cpu: stats.errors_to_cpu,
                 held_for_order: stats.held_for_order,
                 failed_copies: self.copy_failures,
+                calibration: None,
+                channels: self
+                    .pipeline
+                    .engine()
+                    .channel_stats()
+                    .iter()
+                    .map(ChannelReport::from)
+                    .collect(),
             },
             streams: stream_reports(&self.streams, grants),
             regions: Vec::new(),

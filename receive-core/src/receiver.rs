@@ -45,8 +45,8 @@ use crate::payload::{Payload, Received};
 use crate::receive_path::{CopyTag, RxPath};
 use crate::repair::{HeadRepair, RepairCounts, Waiting, exposed_head, restore_head};
 use crate::report::{
-    AccountingReport, ControlReport, GrantReport, QueueReport, ReceiverReport, RegionReport,
-    Report, RunSummary, XskReport,
+    AccountingReport, CalibrationReport, ControlReport, GrantReport, QueueReport, ReceiverReport,
+    RegionReport, Report, RunSummary, XskReport,
 };
 use crate::time::Timestamp;
 use crate::windows::{RegionWindows, Spill};
@@ -145,6 +145,8 @@ pub struct RunFacts {
     pub xdp_counters: BTreeMap<&'static str, u64>,
     /// Where the CPU went, as the I/O layer measured it.
     pub accounting: Option<AccountingReport>,
+    /// The copy decider's start-up calibration, if it ran.
+    pub calibration: Option<CalibrationReport>,
 }
 
 /// Progress for a display.
@@ -961,6 +963,7 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         report.xdp_counters = Some(facts.xdp_counters);
         report.regions = regions;
         report.accounting = facts.accounting.clone();
+        report.copy_engine.calibration = facts.calibration.clone();
         report.control = Some(ControlReport {
             sessions: stats.sessions,
             completed_sessions: stats.completed_sessions,

@@ -102,6 +102,78 @@ pub struct CopyEngineReport {
     pub held_for_order: u64,
     /// Copies no backend could write (their bytes stay missing).
     pub failed_copies: u64,
+    /// How the threshold was chosen at start-up, when it was measured (`--engine ioat`
+    /// without `--engine-threshold`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationReport>,
+    /// Per engine channel (empty for the CPU backend).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelReport>,
+}
+
+/// The decider's calibration: per size, what a copy cost the receive thread each way.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CalibrationReport {
+    /// The measured crossover (null: the engine never cost less).
+    pub threshold_bytes: Option<usize>,
+    /// Per size: bytes, CPU copy ns, engine hand-off ns (medians).
+    pub points: Vec<CalibrationPointReport>,
+}
+
+/// One calibration size.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct CalibrationPointReport {
+    pub size: usize,
+    pub cpu_ns: f64,
+    pub engine_ns: f64,
+}
+
+/// One copy-engine channel over the run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChannelReport {
+    pub copies: u64,
+    pub bytes: u64,
+    /// Submissions refused (ring full, or an injected refusal).
+    pub refusals: u64,
+    /// Descriptors that failed on it (errors, or left on it when it failed).
+    pub failures: u64,
+    pub healthy: bool,
+    pub max_depth: u64,
+    pub depth_at_end: u64,
+    /// Submission to completion (HDR histogram), nanoseconds.
+    pub latency_ns: LatencyReport,
+}
+
+/// Latency percentiles.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct LatencyReport {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub count: u64,
+}
+
+impl From<&copy_fallback::ChannelStats> for ChannelReport {
+    fn from(c: &copy_fallback::ChannelStats) -> Self {
+        let l = c.latency_ns;
+        Self {
+            copies: c.copies,
+            bytes: c.bytes,
+            refusals: c.refusals,
+            failures: c.failures,
+            healthy: c.healthy,
+            max_depth: c.max_depth,
+            depth_at_end: c.depth,
+            latency_ns: LatencyReport {
+                p50: l.p50,
+                p99: l.p99,
+                p999: l.p999,
+                max: l.max,
+                count: l.count,
+            },
+        }
+    }
 }
 
 /// One AF_XDP socket at the end of a live run.
@@ -296,6 +368,29 @@ impl Report {
                 r.head_repair.failures
             ));
         }
+        let ce = &self.copy_engine;
+        if let Some(c) = &ce.calibration {
+            s.push_str(&format!(
+                "  copy engine crossover measured at start-up: {}\n",
+                c.threshold_bytes
+                    .map_or("never".to_string(), |t| format!("{t} bytes"))
+            ));
+        }
+        for (i, c) in ce.channels.iter().enumerate() {
+            let l = c.latency_ns;
+            s.push_str(&format!(
+                "  engine channel {i}{}: {} copies, {} B, {} refusals, {} failures, depth max {}, latency p50 {} ns p99 {} ns p99.9 {} ns\n",
+                if c.healthy { "" } else { " (failed)" },
+                c.copies,
+                c.bytes,
+                c.refusals,
+                c.failures,
+                c.max_depth,
+                l.p50,
+                l.p99,
+                l.p999
+            ));
+        }
         if let Some(a) = &self.accounting {
             let busy = |k: &str| a.machine_cpu_seconds.get(k).copied().unwrap_or(0.0);
             s.push_str(&format!(
@@ -396,6 +491,8 @@ mod tests {
                 errors_to_cpu: 0,
                 held_for_order: 0,
                 failed_copies: 0,
+                calibration: None,
+                channels: Vec::new(),
             },
             streams: Vec::new(),
             regions: Vec::new(),

@@ -14,14 +14,14 @@ use anyhow::{Context, Result, bail};
 use control::Response;
 use copy_fallback::cpu::CpuEngine;
 use copy_fallback::decider::Decider;
-use copy_fallback::ioat::{IoatConfig, IoatModel};
+use copy_fallback::ioat::IoatModel;
 use copy_fallback::pipeline::CopyPipeline;
 use copy_fallback::{CopyEngine, CopyTarget};
 use indicatif::{ProgressBar, ProgressStyle};
 use placement::GrantId;
 use psp::{MasterKey, MasterKeys};
 use receive_core::grant_table::WholeFrame;
-use receive_core::report::QueueReport;
+use receive_core::report::{CalibrationReport, QueueReport};
 use receive_core::{
     ConnId, CopyTag, Limits, Output, Payload, Receiver, ReceiverConfig, RegionSpec, Report,
     RunFacts, Timestamp, UmemTarget,
@@ -30,6 +30,7 @@ use umem::{BindMode, Desc, Layout, Socket, SocketConfig, Umem, UmemMemory};
 
 use crate::cpu::{CpuSnapshot, LoopCounts, accounting, cpu_now};
 use crate::digest::{DigestJob, DigestWorker};
+use crate::engine::{CopyBackend, EngineArgs};
 use crate::serve::{self, ControlServer, Event};
 use crate::xdp::XdpProgram;
 
@@ -135,15 +136,6 @@ fn resolve_landing(landing: Landing, mode: BindMode) -> Result<Landing> {
     }
 }
 
-/// Copy backend for payloads that did not land in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CopyBackend {
-    /// Copy on the receive thread.
-    Cpu,
-    /// The I/OAT-class engine model (worker threads, bounded rings).
-    Ioat,
-}
-
 /// Live receiver options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LiveArgs {
@@ -211,12 +203,9 @@ pub struct LiveArgs {
     /// ~1.2 µs more (docs/design.md, "Where the time goes").
     #[arg(long, default_value_t = 0)]
     pub poll_spin_us: u64,
-    /// Copy backend.
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub engine: CopyBackend,
-    /// With --engine ioat: copies of at least this many bytes go to the engine.
-    #[arg(long, default_value_t = 0)]
-    pub engine_threshold: usize,
+    /// The copy fallback: backend, threshold, channels, pinning, faults.
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Stop after this many seconds (the report is written as usual).
     #[arg(long, default_value_t = 600)]
     pub max_seconds: u64,
@@ -267,6 +256,7 @@ pub fn run(args: &LiveArgs) -> Result<Report> {
     if args.queues == 0 || args.queues > xdp_common::MAX_QUEUES {
         bail!("--queues must be 1..={}", xdp_common::MAX_QUEUES);
     }
+    args.engine.check()?;
     let regions: Vec<(u32, u64)> = args.regions.iter().map(|r| (r.id, r.len)).collect();
     let layout = Layout::new(&regions, args.bounce_frames, 2048)?;
     let memory = Arc::new(UmemMemory::with_layout(&layout).context("UMEM memory")?);
@@ -286,18 +276,33 @@ pub fn run(args: &LiveArgs) -> Result<Report> {
         );
     }
     let target = Arc::new(UmemTarget(Arc::clone(&memory)));
-    match args.engine {
+    match args.engine.engine {
         CopyBackend::Cpu => {
             let copier = CpuEngine::new(Arc::clone(&target));
             let pipeline = CopyPipeline::new(target, copier, Decider::CPU_ONLY);
-            serve(args, &layout, &memory, io, pipeline, "cpu")
+            serve(args, &layout, &memory, io, pipeline, ("cpu", None))
         }
         CopyBackend::Ioat => {
-            let copier = IoatModel::start(Arc::clone(&target), &IoatConfig::default())?;
-            let decider = Decider::fixed(args.engine_threshold);
+            let config = args.engine.ioat_config()?;
+            let (decider, calibration) = args.engine.decider(&config)?;
+            announce_calibration(calibration.as_ref());
+            let copier = IoatModel::start(Arc::clone(&target), &config)?;
             let pipeline = CopyPipeline::new(target, copier, decider);
-            serve(args, &layout, &memory, io, pipeline, "ioat_model")
+            let engine = ("ioat_model", calibration);
+            serve(args, &layout, &memory, io, pipeline, engine)
         }
+    }
+}
+
+/// Says what the start-up calibration measured.
+fn announce_calibration(calibration: Option<&CalibrationReport>) {
+    if let Some(c) = calibration {
+        let crossover = c
+            .threshold_bytes
+            .map_or("never (CPU copies only)".to_string(), |t| {
+                format!("{t} bytes")
+            });
+        eprintln!("zc-recv: copy engine crossover measured here: {crossover}");
     }
 }
 
@@ -525,7 +530,7 @@ fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
     memory: &Arc<UmemMemory>,
     mut io: Io,
     pipeline: CopyPipeline<T, E, Payload, CopyTag>,
-    backend: &'static str,
+    (backend, calibration): (&'static str, Option<CalibrationReport>),
 ) -> Result<Report> {
     let keys = MasterKeys::new(random_master()?, random_master()?);
     let config = core_config(args, layout, &io)?;
@@ -568,6 +573,7 @@ fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
         .map(|(start, end)| accounting(&start, &end, loop_counts, payload_bytes, run_seconds));
     let facts = RunFacts {
         backend,
+        calibration,
         cpu_seconds: cpu_start.map_or(0.0, |s| (cpu_end - s).max(0.0)),
         refused_connections: server.refused(),
         goal_reached: reached_goal || args.sessions.is_none(),
@@ -605,6 +611,9 @@ fn serve_loop<T: CopyTarget, E: CopyEngine<Payload>>(
     driver: &mut Driver<'_, T, E>,
     io: &mut Io,
 ) -> Result<bool> {
+    // Pinned here, after every other thread (engine, digest, control) has started: threads
+    // inherit the core set of the thread that starts them.
+    args.engine.pin_receive_loop()?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("signal handler")?;

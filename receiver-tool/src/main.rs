@@ -4,6 +4,7 @@
 
 mod cpu;
 mod digest;
+mod engine;
 mod live;
 mod replay;
 mod serve;
@@ -28,10 +29,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pcap's PSP frames through the open-and-place path into regions from a TOML file
+    /// Run a capture's (pcap or pcapng) PSP frames through the open-and-place path into regions from a TOML file
     /// (no NIC, no root needed).
     Replay {
-        /// pcap of Ethernet frames.
+        /// Capture of Ethernet frames: pcap or pcapng (link type 1).
         #[arg(long)]
         pcap: PathBuf,
         /// TOML: [keys] master0/master1, [[region]] id/len/generation/active,

@@ -6,8 +6,6 @@
 //! processed; what arrived for them meanwhile is staged and copied in when they activate.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,10 +15,9 @@ use copy_fallback::VecTarget;
 use copy_fallback::cpu::CpuEngine;
 use copy_fallback::decider::Decider;
 use copy_fallback::pipeline::CopyPipeline;
-use pcap_file::DataLink;
-use pcap_file::pcap::PcapReader;
 use placement::{Grant, GrantId, PlacementEngine, Policy};
 use psp::{MasterKey, MasterKeys};
+use psp_pcap::capture::Capture;
 use serde::Deserialize;
 
 use receive_core::report::{GrantReport, Report, RunSummary};
@@ -185,18 +182,6 @@ fn check_overlaps(grants: &[GrantConfig]) -> Result<()> {
     Ok(())
 }
 
-/// Refuses captures of any link type but Ethernet: frames are parsed as Ethernet.
-fn check_link_type(pcap: &Path, link: DataLink) -> Result<()> {
-    if link != DataLink::ETHERNET {
-        bail!(
-            "{}: link type {link:?} ({}) is not Ethernet (1); replay reads Ethernet captures only",
-            pcap.display(),
-            u32::from(link)
-        );
-    }
-    Ok(())
-}
-
 /// The run's verdict: verified only when something was accepted (placed, copied or staged)
 /// and every grant was checked, complete and matched its digest.
 fn verdict(accepted_bytes: u64, grants_ok: &[bool]) -> bool {
@@ -258,21 +243,15 @@ type ReplayPath = RxPath<VecTarget, CpuEngine<VecTarget, Payload>>;
 /// Every frame of the capture through the receive path, on the capture's own clock;
 /// regions configured inactive activate after the last frame.
 fn play(pcap: &Path, rx: &mut ReplayPath) -> Result<()> {
-    let file = File::open(pcap).with_context(|| format!("cannot open {}", pcap.display()))?;
-    let mut reader = PcapReader::new(BufReader::new(file))
-        .with_context(|| format!("{} is not a pcap file", pcap.display()))?;
-    check_link_type(pcap, reader.header().datalink)?;
-    let mut frames = 0u64;
+    let mut capture = Capture::open(pcap)?;
     let mut first_ts = None;
-    while let Some(packet) = reader.next_packet() {
-        frames += 1;
-        let packet =
-            packet.with_context(|| format!("{}: frame {frames} is malformed", pcap.display()))?;
+    while let Some(frame) = capture.next_frame() {
+        let frame = frame?;
         // The capture's own clock, from its first frame (a timestamp before it counts as 0).
-        let first = *first_ts.get_or_insert(packet.timestamp);
-        let now = Timestamp::since_start(packet.timestamp.saturating_sub(first));
-        let mut frame = packet.data.into_owned();
-        rx.on_frame(&mut frame, None, now, &OpenGate)?;
+        let first = *first_ts.get_or_insert(frame.timestamp);
+        let now = Timestamp::since_start(frame.timestamp.saturating_sub(first));
+        let mut data = frame.data;
+        rx.on_frame(&mut data, None, now, &OpenGate)?;
     }
     rx.activate(Timestamp::since_start(Duration::MAX), &OpenGate, usize::MAX)?;
     rx.finish()?;

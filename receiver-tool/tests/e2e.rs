@@ -1085,3 +1085,74 @@ fn tcp_zerocopy_receive_maps_pages_and_verifies() {
     let mapped = r["copies_avoided"].as_f64().unwrap();
     assert!(mapped >= 0.9, "only {:.1}% mapped: {r}", mapped * 100.0);
 }
+
+/// The copy fallback's controls in a live run: two engine channels, one failing for good
+/// after 200 copies, the other refusing every 7th submission; the receive loop and the
+/// workers pinned. The transfer verifies, and the report shows per channel what happened
+/// (the failed channel's failures, the other's refusals, copies and latency percentiles).
+/// Without --engine-threshold the crossover is measured at start-up and reported.
+#[test]
+fn live_engine_channels_faults_and_calibration_are_reported() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let o = run(
+        "zce2eeng",
+        1,
+        &[
+            "--region",
+            "1:64M",
+            "--engine",
+            "ioat",
+            "--engine-threshold",
+            "0",
+            "--engine-channels",
+            "2",
+            "--engine-fault",
+            "0:fail-after=200",
+            "--engine-fault",
+            "1:refuse-every=7",
+            "--engine-cpu",
+            "0,1",
+            "--cpu",
+            "1",
+        ],
+        &["--order", "descending", "--message-bytes", "16777216"],
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    let ce = &r["copy_engine"];
+    let ch = ce["channels"].as_array().expect("channels");
+    assert_eq!(ch.len(), 2, "{ce}");
+    assert_eq!(ch[0]["healthy"], false, "{ce}");
+    assert!(
+        u(&ch[0], "failures") > 0 || u(&ch[0], "copies") == 200,
+        "{ce}"
+    );
+    assert!(u(&ch[1], "refusals") > 0, "{ce}");
+    assert!(u(&ch[1], "copies") > 0, "{ce}");
+    let lat = &ch[1]["latency_ns"];
+    assert_eq!(u(lat, "count"), u(&ch[1], "copies"), "{lat}");
+    assert!(u(lat, "p50") > 0 && u(lat, "p50") <= u(lat, "p99") && u(lat, "p99") <= u(lat, "p999"));
+    assert!(
+        ce.get("calibration").is_none(),
+        "a given threshold is not measured"
+    );
+
+    // No threshold: measured at start-up, reported.
+    let o = run(
+        "zce2ecal",
+        1,
+        &["--region", "1:16M", "--engine", "ioat"],
+        &["--message-bytes", "4194304"],
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    let cal = &r["copy_engine"]["calibration"];
+    assert_eq!(cal["points"].as_array().map(Vec::len), Some(9), "{cal}");
+    assert_eq!(
+        cal["threshold_bytes"], r["copy_engine"]["threshold_bytes"],
+        "the measured crossover is the one used"
+    );
+}

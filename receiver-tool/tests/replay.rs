@@ -100,6 +100,32 @@ impl Capture {
         }
     }
 
+    /// The same frames as pcapng: one Ethernet interface without `if_tsresol`
+    /// (microsecond timestamps), or of link type `link`.
+    fn write_pcapng(&self, path: &Path, link: DataLink) {
+        use pcap_file::pcapng::PcapNgWriter;
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        let mut w = PcapNgWriter::new(std::fs::File::create(path).unwrap()).unwrap();
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: link,
+            snaplen: 0,
+            options: vec![],
+        })
+        .unwrap();
+        for (i, f) in self.frames.iter().enumerate() {
+            w.write_pcapng_block(EnhancedPacketBlock {
+                interface_id: 0,
+                // The raw count, in the interface's microseconds.
+                timestamp: std::time::Duration::from_nanos(1000 * i as u64),
+                original_len: f.len() as u32,
+                data: f.as_slice().into(),
+                options: vec![],
+            })
+            .unwrap();
+        }
+    }
+
     fn write(&self, path: &Path) {
         let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
         for (i, f) in self.frames.iter().enumerate() {
@@ -619,4 +645,53 @@ fn captures_of_other_link_types_are_refused() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// pcapng replays as pcap does (the same decisions), and a capture of another link type is
+/// refused with what is accepted.
+#[test]
+fn pcapng_replays_like_pcap_and_other_link_types_are_refused() {
+    let a = message(50_000, 3);
+    let mut cap = Capture {
+        frames: Vec::new(),
+        iv: 0,
+    };
+    let hint = Hint {
+        region_id: 5,
+        generation: 0,
+        offset: 0,
+        base_tcp_seq: 1,
+    };
+    cap.transfer(HONEST, hint, &a, |mut c| {
+        c.reverse();
+        c
+    });
+    let toml = format!(
+        "{}\n[[region]]\nid = 5\nlen = 50000\ngeneration = 0\nactive = true\n\n[[grant]]\nspi = {HONEST}\nregion = 5\ngeneration = 0\noffset = 0\nlen = 50000\nbase_seq = 1\nsha256 = \"{}\"\n",
+        keys_toml(),
+        sha256(&a)
+    );
+    let (pcap, pcapng) = (tmp("same.pcap"), tmp("same.pcapng"));
+    cap.write(&pcap);
+    cap.write_pcapng(&pcapng, DataLink::ETHERNET);
+    let (r1, r2) = (replay(&pcap, &toml), replay(&pcapng, &toml));
+    assert_eq!(r2["verified"], true, "{r2}");
+    for key in [
+        "payload_bytes",
+        "payload_packets",
+        "cpu_copy_bytes",
+        "direct_bytes",
+        "rejected_bytes",
+    ] {
+        assert_eq!(r1[key], r2[key], "{key}");
+    }
+    let other = tmp("raw.pcapng");
+    cap.write_pcapng(&other, DataLink::RAW);
+    let out = run_replay(&other, "raw.toml", &toml);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("Ethernet (link type 1) in pcap or pcapng"),
+        "{err}"
+    );
 }

@@ -331,6 +331,7 @@ impl<E: CopyEngine<Payload>> Harness<E> {
     pub fn report(mut self) -> Report {
         self.rx.finish().expect("copies finish");
         self.rx.report(RunFacts {
+            calibration: None,
             backend: "cpu",
             cpu_seconds: 0.0,
             refused_connections: 0,
