@@ -916,40 +916,12 @@ fn kernel_tcp_transfers_verify_with_the_same_report_keys() {
     if !may_run() {
         return;
     }
-    let tb = Testbed::up("zce2etcp", 1).expect("test hosts");
-    let dir = std::env::temp_dir().join("zc-e2e-tcp");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (recv_json, send_json) = (dir.join("recv.json"), dir.join("send.json"));
-    let _ = std::fs::remove_file(&recv_json);
-    let listen = format!("{RECEIVER_IP}:7000");
-    let mut recv = Testbed::command_in(&tb.receiver_ns(), env!("CARGO_BIN_EXE_zc-recv"))
-        .args(["tcp", "--listen", &listen, "--region", "1:64M"])
-        .args(["--connections", "2", "--mss", "1400", "--max-seconds", "60"])
-        .arg("--json")
-        .arg(&recv_json)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start zc-recv tcp");
-    let send = sender_in(
-        &tb,
-        &[
-            "--transport",
-            "tcp",
-            "--queues",
-            "0,1",
-            "--messages",
-            "2",
-            "--message-bytes",
-            "16777216",
-        ],
-        &send_json,
+    let (r, send) = run_tcp(
+        "zce2etcp",
+        None,
+        &["--connections", "2", "--mss", "1400"],
+        &["--queues", "0,1"],
     );
-    let status = wait(&mut recv, Duration::from_secs(90), "zc-recv tcp");
-    drop(tb);
-    assert!(status.success(), "zc-recv tcp failed: {status}");
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(&recv_json).expect("report")).unwrap();
     assert_eq!(r["mode"], "tcp");
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(u(&r, "payload_bytes"), 4 << 24);
@@ -1037,47 +1009,12 @@ fn tcp_zerocopy_receive_maps_pages_and_verifies() {
     if !may_run() {
         return;
     }
-    let tb = Testbed::up("zce2etzc", 1).expect("test hosts");
-    tb.set_mtu(9000).expect("MTU 9000");
-    let dir = std::env::temp_dir().join("zc-e2e-tcp-zc");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (recv_json, send_json) = (dir.join("recv.json"), dir.join("send.json"));
-    let _ = std::fs::remove_file(&recv_json);
-    let listen = format!("{RECEIVER_IP}:7000");
-    let mut recv = Testbed::command_in(&tb.receiver_ns(), env!("CARGO_BIN_EXE_zc-recv"))
-        .args([
-            "tcp",
-            "--listen",
-            &listen,
-            "--region",
-            "1:64M",
-            "--zero-copy",
-        ])
-        .args(["--mss", "4108", "--max-seconds", "60", "--json"])
-        .arg(&recv_json)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start zc-recv tcp");
-    std::thread::sleep(Duration::from_millis(300));
-    let send = sender_in(
-        &tb,
-        &[
-            "--transport",
-            "tcp",
-            "--zero-copy-send",
-            "--messages",
-            "2",
-            "--message-bytes",
-            "16777216",
-        ],
-        &send_json,
+    let (r, send) = run_tcp(
+        "zce2etzc",
+        Some(9000),
+        &["--zero-copy", "--mss", "4108"],
+        &["--zero-copy-send"],
     );
-    let status = wait(&mut recv, Duration::from_secs(90), "zc-recv tcp");
-    drop(tb);
-    assert!(status.success(), "zc-recv tcp failed: {status}");
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(&recv_json).expect("report")).unwrap();
     assert_eq!(r["mode"], "tcp-zerocopy");
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(u(&send, "verified_messages"), 2);
@@ -1155,4 +1092,51 @@ fn live_engine_channels_faults_and_calibration_are_reported() {
         cal["threshold_bytes"], r["copy_engine"]["threshold_bytes"],
         "the measured crossover is the one used"
     );
+}
+
+/// `zc-recv tcp` with `recv_args` and `zc-send --transport tcp` with `send_args` (2 messages
+/// of 16 MiB per stream) on test hosts `name`, the link's MTU set first when given; returns
+/// both reports once both succeeded.
+fn run_tcp(name: &str, mtu: Option<u32>, recv_args: &[&str], send_args: &[&str]) -> (Value, Value) {
+    let tb = Testbed::up(name, 1).expect("test hosts");
+    if let Some(mtu) = mtu {
+        tb.set_mtu(mtu).expect("MTU");
+    }
+    let dir = std::env::temp_dir().join(format!("zc-e2e-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (recv_json, send_json) = (dir.join("recv.json"), dir.join("send.json"));
+    let _ = std::fs::remove_file(&recv_json);
+    let listen = format!("{RECEIVER_IP}:7000");
+    let mut recv = Testbed::command_in(&tb.receiver_ns(), env!("CARGO_BIN_EXE_zc-recv"))
+        .args([
+            "tcp",
+            "--listen",
+            &listen,
+            "--region",
+            "1:64M",
+            "--max-seconds",
+            "60",
+        ])
+        .args(recv_args)
+        .arg("--json")
+        .arg(&recv_json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start zc-recv tcp");
+    let mut send = vec![
+        "--transport",
+        "tcp",
+        "--messages",
+        "2",
+        "--message-bytes",
+        "16777216",
+    ];
+    send.extend_from_slice(send_args);
+    let sent = sender_in(&tb, &send, &send_json);
+    let status = wait(&mut recv, Duration::from_secs(90), "zc-recv tcp");
+    drop(tb);
+    assert!(status.success(), "zc-recv tcp failed: {status}");
+    let r = serde_json::from_str(&std::fs::read_to_string(&recv_json).expect("report")).unwrap();
+    (r, sent)
 }

@@ -39,6 +39,7 @@ fn sa(spi: u32) -> Sa {
     .unwrap()
 }
 
+#[derive(Default)]
 struct Capture {
     frames: Vec<Vec<u8>>,
     iv: u64,
@@ -365,27 +366,31 @@ fn replay_counts_every_path_and_check() {
     assert!(r["gbit_per_s"].as_f64().unwrap() > 0.0);
 }
 
+/// The hint of a 50,000-byte window at the start of region 5, generation 0, from seq 1.
+const REGION5_HINT: Hint = Hint {
+    region_id: 5,
+    generation: 0,
+    offset: 0,
+    base_tcp_seq: 1,
+};
+
+/// Region 5 (50,000 bytes, active) and one grant of the honest SPI for `message` there.
+fn region5_toml(message: &[u8]) -> String {
+    format!(
+        "{}\n[[region]]\nid = 5\nlen = 50000\ngeneration = 0\nactive = true\n\n[[grant]]\nspi = {HONEST}\nregion = 5\ngeneration = 0\noffset = 0\nlen = 50000\nbase_seq = 1\nsha256 = \"{}\"\n",
+        keys_toml(),
+        sha256(message)
+    )
+}
+
 #[test]
 fn clean_transfer_verifies() {
     let a = message(50_000, 9);
-    let mut cap = Capture {
-        frames: Vec::new(),
-        iv: 0,
-    };
-    let hint = Hint {
-        region_id: 5,
-        generation: 0,
-        offset: 0,
-        base_tcp_seq: 1,
-    };
+    let (mut cap, hint) = (Capture::default(), REGION5_HINT);
     cap.transfer(HONEST, hint, &a, |c| c);
     let pcap = tmp("clean.pcap");
     cap.write(&pcap);
-    let toml = format!(
-        "{}\n[[region]]\nid = 5\nlen = 50000\ngeneration = 0\nactive = true\n\n[[grant]]\nspi = {HONEST}\nregion = 5\ngeneration = 0\noffset = 0\nlen = 50000\nbase_seq = 1\nsha256 = \"{}\"\n",
-        keys_toml(),
-        sha256(&a)
-    );
+    let toml = region5_toml(&a);
     let r = replay(&pcap, &toml);
     assert_eq!(r["verified"], true);
     assert_eq!(r["missing_bytes"], 0);
@@ -652,25 +657,12 @@ fn captures_of_other_link_types_are_refused() {
 #[test]
 fn pcapng_replays_like_pcap_and_other_link_types_are_refused() {
     let a = message(50_000, 3);
-    let mut cap = Capture {
-        frames: Vec::new(),
-        iv: 0,
-    };
-    let hint = Hint {
-        region_id: 5,
-        generation: 0,
-        offset: 0,
-        base_tcp_seq: 1,
-    };
+    let (mut cap, hint) = (Capture::default(), REGION5_HINT);
     cap.transfer(HONEST, hint, &a, |mut c| {
         c.reverse();
         c
     });
-    let toml = format!(
-        "{}\n[[region]]\nid = 5\nlen = 50000\ngeneration = 0\nactive = true\n\n[[grant]]\nspi = {HONEST}\nregion = 5\ngeneration = 0\noffset = 0\nlen = 50000\nbase_seq = 1\nsha256 = \"{}\"\n",
-        keys_toml(),
-        sha256(&a)
-    );
+    let toml = region5_toml(&a);
     let (pcap, pcapng) = (tmp("same.pcap"), tmp("same.pcapng"));
     cap.write(&pcap);
     cap.write_pcapng(&pcapng, DataLink::ETHERNET);
