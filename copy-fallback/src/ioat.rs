@@ -323,7 +323,6 @@ impl<B: AsRef<[u8]> + Send + 'static> CopyEngine<B> for IoatModel<B> {
                     if let Some(ch) = self.channels.get_mut(channel) {
                         ch.healthy.store(false, Ordering::Release);
                         ch.depth = ch.depth.saturating_sub(batch.len() as u64);
-                        ch.stats.failures += batch.len() as u64;
                     }
                     // Move the failed channel's descriptors, as one batch, to healthy channels;
                     // what no channel takes goes back to the caller to copy on the CPU.
@@ -331,6 +330,10 @@ impl<B: AsRef<[u8]> + Send + 'static> CopyEngine<B> for IoatModel<B> {
                         match self.place(d) {
                             Ok(()) => self.rerouted += 1,
                             Err(refused) => {
+                                // Moved nowhere: it failed here (the caller copies it).
+                                if let Some(ch) = self.channels.get_mut(channel) {
+                                    ch.stats.failures += 1;
+                                }
                                 self.outstanding -= 1;
                                 out.push(Completion {
                                     descriptor: refused.descriptor,
@@ -441,7 +444,9 @@ mod stats_tests {
         assert_eq!(stats[0].copies + stats[1].copies, ok);
         assert_eq!(stats[0].bytes + stats[1].bytes, ok * 100);
         assert_eq!(stats[0].copies, 5, "{stats:?}");
-        assert!(!stats[0].healthy && stats[0].failures > 0, "{stats:?}");
+        // What was left on it when it failed moved to channel 1 or back to the CPU.
+        assert!(!stats[0].healthy, "{stats:?}");
+        assert!(engine.rerouted + stats[0].failures > 0, "{stats:?}");
         assert!(stats[1].refusals > 0, "{stats:?}");
         for s in &stats {
             assert_eq!(s.latency_ns.count, s.copies);

@@ -161,7 +161,7 @@ pub struct ChannelStats {
     /// Submissions this channel refused (ring full, or an injected refusal).
     pub refusals: u64,
     /// Descriptors that failed here: completed with an error, or left on the channel
-    /// when it failed (moved to another channel or back to the CPU).
+    /// when it failed and taken by no other channel (back to the CPU).
     pub failures: u64,
     /// Whether the channel still works.
     pub healthy: bool,

@@ -226,6 +226,8 @@ fn receive_connection(
         ..TcpStreamReport::default()
     };
     socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    // A peer that never reads its verdicts cannot block this thread for good.
+    socket.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mapping = socket.try_clone()?;
     let mut zc = if zero_copy {
         Some(
@@ -252,7 +254,9 @@ fn receive_connection(
                 read_into(&mut socket, dst, deadline, &mut out)?;
                 let hashing = umem::thread_cpu_time();
                 let d = ring::digest::digest(&ring::digest::SHA256, dst);
-                out.digest_cpu_seconds += (umem::thread_cpu_time() - hashing).as_secs_f64();
+                out.digest_cpu_seconds += umem::thread_cpu_time()
+                    .saturating_sub(hashing)
+                    .as_secs_f64();
                 d
             }
         };
@@ -281,17 +285,20 @@ fn receive_mapped(
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     let mut got = 0;
     while got < dst.len() {
+        past(deadline)?;
         let m = zc
             .receive(dst.len() - got)
             .context("TCP_ZEROCOPY_RECEIVE")?;
         let (mapped, skip) = (m.bytes.len(), m.skip);
         if mapped > 0 {
+            mark(out);
             let hashing = umem::thread_cpu_time();
             hash.update(m.bytes);
-            out.digest_cpu_seconds += (umem::thread_cpu_time() - hashing).as_secs_f64();
+            out.digest_cpu_seconds += umem::thread_cpu_time()
+                .saturating_sub(hashing)
+                .as_secs_f64();
             got += mapped;
             out.mapped_bytes += mapped as u64;
-            mark(out);
         }
         if mapped == 0 && skip == 0 {
             wait_for_data(socket, deadline)?;
@@ -303,7 +310,9 @@ fn receive_mapped(
             let n = read_some(socket, &mut dst[got..end], deadline)?;
             let hashing = umem::thread_cpu_time();
             hash.update(&dst[got..got + n]);
-            out.digest_cpu_seconds += (umem::thread_cpu_time() - hashing).as_secs_f64();
+            out.digest_cpu_seconds += umem::thread_cpu_time()
+                .saturating_sub(hashing)
+                .as_secs_f64();
             got += n;
             out.read_calls += 1;
             mark(out);
@@ -316,6 +325,7 @@ fn receive_mapped(
 /// page out of alignment).
 fn wait_for_data(socket: &TcpStream, deadline: Instant) -> Result<()> {
     loop {
+        past(deadline)?;
         match socket.peek(&mut [0u8; 1]) {
             Ok(0) => bail!("connection closed inside a message"),
             Ok(_) => return Ok(()),
@@ -328,6 +338,7 @@ fn wait_for_data(socket: &TcpStream, deadline: Instant) -> Result<()> {
 /// Reads at least one byte into `dst` (all of it when it is queued).
 fn read_some(socket: &mut TcpStream, dst: &mut [u8], deadline: Instant) -> Result<usize> {
     loop {
+        past(deadline)?;
         match socket.read(dst) {
             Ok(0) => bail!("connection closed inside a message"),
             Ok(n) => return Ok(n),
@@ -349,6 +360,7 @@ fn read_header(socket: &mut TcpStream, deadline: Instant) -> Result<Option<(u64,
     let mut header = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
+        past(deadline)?;
         match socket.read(&mut header[got..]) {
             Ok(0) if got == 0 => return Ok(None),
             Ok(0) => bail!("connection closed inside a message header"),
@@ -373,6 +385,7 @@ fn read_into(
 ) -> Result<()> {
     let mut got = 0;
     while got < dst.len() {
+        past(deadline)?;
         match socket.read(&mut dst[got..]) {
             Ok(0) => bail!("connection closed after {got} of {} bytes", dst.len()),
             Ok(n) => {
@@ -383,6 +396,14 @@ fn read_into(
             Err(e) if timed_out(&e) && Instant::now() < deadline => {}
             Err(e) => return Err(e).context("receiving a message"),
         }
+    }
+    Ok(())
+}
+
+/// Fails once `deadline` (--max-seconds) has passed, however slowly the peer trickles.
+fn past(deadline: Instant) -> Result<()> {
+    if Instant::now() >= deadline {
+        bail!("--max-seconds reached inside a message");
     }
     Ok(())
 }

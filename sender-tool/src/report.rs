@@ -28,6 +28,8 @@ pub(crate) struct SendReport {
     pub(crate) packets_per_s: f64,
     pub(crate) verified_messages: u32,
     pub(crate) failed_messages: u32,
+    /// `--transport tcp --zero-copy-send`: sends the kernel copied after all.
+    pub(crate) zerocopy_copied_sends: u64,
     /// Missing ranges in the receiver's status replies that were empty, inverted or outside
     /// the message (ignored or clamped to it).
     pub(crate) bad_missing_ranges: u64,
@@ -56,6 +58,7 @@ impl SendReport {
             packets_per_s: 0.0,
             verified_messages: 0,
             failed_messages: 0,
+            zerocopy_copied_sends: 0,
             bad_missing_ranges: 0,
         }
     }

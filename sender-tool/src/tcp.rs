@@ -35,12 +35,17 @@ struct StreamOutcome {
     /// Seconds spent writing messages and waiting for their verdicts.
     send_seconds: f64,
     /// `MSG_ZEROCOPY` sends the kernel copied after all.
-    copied_sends: u32,
+    copied_sends: u64,
 }
 
 /// Sends every stream's messages over TCP; the report has the same keys as the placement
 /// path's (segments are the message bytes over the connection's MSS: the kernel segments).
 pub(crate) fn run(cli: &Cli) -> Result<SendReport> {
+    if cli.zero_copy_send && !cli.message_bytes.is_multiple_of(HEADER_LEN as u64) {
+        bail!(
+            "--zero-copy-send: --message-bytes must be a multiple of 4096, so that every message starts page-aligned in the stream"
+        );
+    }
     let start = Instant::now();
     let outcomes: Vec<Result<StreamOutcome>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..cli.queues.len())
@@ -68,6 +73,7 @@ pub(crate) fn run(cli: &Cli) -> Result<SendReport> {
         let o = o?;
         report.payload_bytes_sent += o.bytes;
         report.segments_sent += o.segments;
+        report.zerocopy_copied_sends += o.copied_sends;
         report.verified_messages += o.verified;
         report.failed_messages += o.failed;
         send_seconds = send_seconds.max(o.send_seconds);
@@ -98,6 +104,16 @@ fn send_stream(cli: &Cli, i: usize) -> Result<StreamOutcome> {
         None
     };
     let mut buffer = MessageBuffer::new(cli.message_bytes, pages.as_ref())?;
+    // A stalled receiver fails the run instead of hanging it.
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    // The same socket through a second descriptor: the kernel counts zero-copy sends per
+    // socket, so one sender for the connection's life.
+    let zc_fd = socket.try_clone()?;
+    let mut zc = if cli.zero_copy_send {
+        Some(umem::tcp::ZeroCopySender::new(zc_fd.as_fd()).context("SO_ZEROCOPY")?)
+    } else {
+        None
+    };
     for m in 0..cli.messages {
         let message = buffer.fill(message_seed(cli.seed, m, i))?;
         let digest = ring::digest::digest(&ring::digest::SHA256, message);
@@ -109,12 +125,11 @@ fn send_stream(cli: &Cli, i: usize) -> Result<StreamOutcome> {
         socket
             .write_all(&header)
             .context("sending a message header")?;
-        if cli.zero_copy_send {
-            let send =
-                umem::tcp::ZeroCopySend::new(socket.as_fd(), message).context("SO_ZEROCOPY")?;
-            out.copied_sends += send.finish().context("sending a message (MSG_ZEROCOPY)")?;
-        } else {
-            socket.write_all(message).context("sending a message")?;
+        match zc.as_mut() {
+            Some(zc) => zc
+                .send(message)
+                .context("sending a message (MSG_ZEROCOPY)")?,
+            None => socket.write_all(message).context("sending a message")?,
         }
         let mut verdict = [0u8; 1];
         socket
@@ -129,6 +144,7 @@ fn send_stream(cli: &Cli, i: usize) -> Result<StreamOutcome> {
             out.failed += 1;
         }
     }
+    out.copied_sends = zc.as_ref().map_or(0, umem::tcp::ZeroCopySender::copied);
     Ok(out)
 }
 

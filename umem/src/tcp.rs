@@ -68,7 +68,7 @@ fn setsockopt_int(
     }
 }
 
-/// `struct tcp_zerocopy_receive` (linux/tcp.h, 6.x layout).
+/// `struct tcp_zerocopy_receive` (linux/tcp.h, 6.x layout: 64 bytes).
 #[repr(C)]
 #[derive(Debug, Default)]
 struct TcpZerocopyReceive {
@@ -85,6 +85,8 @@ struct TcpZerocopyReceive {
     msg_flags: u32,
     reserved: u32,
 }
+
+const _: () = assert!(size_of::<TcpZerocopyReceive>() == 64);
 
 /// What one zero-copy receive call gave.
 #[derive(Debug)]
@@ -116,7 +118,11 @@ impl<'s> ZeroCopyReceive<'s> {
     /// `mmap` refused (not a TCP socket, or the kernel lacks zero-copy receive).
     pub fn new(socket: BorrowedFd<'s>, len: usize) -> io::Result<Self> {
         let page = page_size();
-        let len = len.max(page).div_ceil(page) * page;
+        let len = len
+            .max(page)
+            .div_ceil(page)
+            .checked_mul(page)
+            .ok_or_else(|| io::Error::other("mapping too large"))?;
         // SAFETY: a fresh shared read-only mapping of the socket; no memory of ours is
         // passed in, and the result is checked.
         let map = unsafe {
@@ -165,7 +171,8 @@ impl<'s> ZeroCopyReceive<'s> {
             return Err(io::Error::last_os_error());
         }
         if zc.err != 0 {
-            return Err(io::Error::from_raw_os_error(zc.err.abs()));
+            let errno = i32::try_from(zc.err.unsigned_abs()).unwrap_or(libc::EIO);
+            return Err(io::Error::from_raw_os_error(errno));
         }
         let mapped = (zc.length as usize).min(self.len);
         // SAFETY: the kernel mapped `mapped` bytes at the start of our mapping (read-only,
@@ -193,49 +200,56 @@ const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
 /// `SO_EE_CODE_ZEROCOPY_COPIED`: the kernel copied after all.
 const SO_EE_CODE_ZEROCOPY_COPIED: u8 = 1;
 
-/// Sends one buffer with `MSG_ZEROCOPY`: the kernel transmits from its pages instead of
-/// copying them, and says on the socket's error queue when it no longer needs them. The
-/// buffer stays borrowed until then: [`finish`](Self::finish) (or dropping) waits for
-/// every completion, so it cannot change under the kernel.
+/// `MSG_ZEROCOPY` sending on one socket: the kernel transmits from the caller's pages
+/// instead of copying them, and says on the socket's error queue when it no longer needs
+/// them. The kernel numbers a socket's zero-copy sends from 0 for the socket's whole life,
+/// so one sender per socket counts them: [`send`](Self::send) borrows its buffer only
+/// for the call, and returns once every send made so far is reported complete, so the
+/// buffer cannot change under the kernel.
 #[derive(Debug)]
-pub struct ZeroCopySend<'s, 'b> {
+pub struct ZeroCopySender<'s> {
     socket: BorrowedFd<'s>,
-    buf: &'b [u8],
-    /// Send calls made (each one completion id).
-    calls: u32,
-    /// Completion ids reported so far (the next one expected).
-    completed: u32,
-    /// Completions the kernel reported as copied after all.
-    copied: u32,
+    /// Send calls made on the socket (the kernel's next completion number).
+    calls: u64,
+    /// Send calls reported complete (ranges counted, in whatever order they come).
+    completed: u64,
+    /// Of those, the ones the kernel copied after all.
+    copied: u64,
 }
 
-impl<'s, 'b> ZeroCopySend<'s, 'b> {
-    /// Prepares `socket` (`SO_ZEROCOPY`) to send `buf`.
+/// How long [`ZeroCopySender::send`] waits for the kernel to release the buffer.
+const COMPLETION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl<'s> ZeroCopySender<'s> {
+    /// Enables `SO_ZEROCOPY` on `socket`.
     ///
     /// # Errors
     /// The kernel refused `SO_ZEROCOPY`.
-    pub fn new(socket: BorrowedFd<'s>, buf: &'b [u8]) -> io::Result<Self> {
+    pub fn new(socket: BorrowedFd<'s>) -> io::Result<Self> {
         setsockopt_int(socket, libc::SOL_SOCKET, SO_ZEROCOPY, 1)?;
         Ok(Self {
             socket,
-            buf,
             calls: 0,
             completed: 0,
             copied: 0,
         })
     }
 
-    /// Sends all of the buffer (blocking), then waits until the kernel released it.
-    /// Returns how many send calls the kernel copied after all.
+    /// Send calls the kernel copied after all, so far.
+    pub fn copied(&self) -> u64 {
+        self.copied
+    }
+
+    /// Sends all of `buf` (blocking), then waits until the kernel released it.
     ///
     /// # Errors
-    /// A send or the error queue failed.
-    pub fn finish(mut self) -> io::Result<u32> {
+    /// A send or the error queue failed, or the kernel kept the pages for 30 s.
+    pub fn send(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut at = 0;
-        while at < self.buf.len() {
-            let rest = &self.buf[at..];
-            // SAFETY: `rest` is valid for reads of its length, and stays borrowed (and so
-            // unchanged) until every completion is in (`wait`, also on drop).
+        while at < buf.len() {
+            let rest = &buf[at..];
+            // SAFETY: `rest` is valid for reads of its length and stays borrowed, so
+            // unchanged, until every completion is in (`wait` below, before returning).
             let n = unsafe {
                 libc::send(
                     self.socket.as_raw_fd(),
@@ -246,33 +260,44 @@ impl<'s, 'b> ZeroCopySend<'s, 'b> {
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // Too many pages pinned: let completions come in, then retry.
+                    Some(libc::ENOBUFS) => {
+                        self.drain(true)?;
+                        continue;
+                    }
+                    _ => {
+                        // What was sent may still be in the kernel's hands.
+                        self.wait()?;
+                        return Err(e);
+                    }
                 }
-                // ENOBUFS: too many pages pinned: let completions come in, then retry.
-                if e.raw_os_error() == Some(libc::ENOBUFS) {
-                    self.drain(true)?;
-                    continue;
-                }
-                return Err(e);
             }
             at += usize::try_from(n).unwrap_or(0);
             self.calls += 1;
             self.drain(false)?;
         }
-        self.wait()?;
-        Ok(self.copied)
+        self.wait()
     }
 
-    /// Waits until every send call is completed.
+    /// Waits until every send call so far is reported complete.
     fn wait(&mut self) -> io::Result<()> {
+        let give_up = std::time::Instant::now() + COMPLETION_WAIT;
         while self.completed < self.calls {
+            if std::time::Instant::now() > give_up {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "MSG_ZEROCOPY: the kernel kept the buffer's pages for 30 s",
+                ));
+            }
             self.drain(true)?;
         }
         Ok(())
     }
 
-    /// Reads the completions queued on the error queue (`block`: waits for one first).
+    /// Reads the completions queued on the error queue (`block`: waits up to 100 ms for
+    /// one first).
     fn drain(&mut self, block: bool) -> io::Result<()> {
         if block {
             let mut pfd = libc::pollfd {
@@ -281,23 +306,31 @@ impl<'s, 'b> ZeroCopySend<'s, 'b> {
                 revents: 0,
             };
             // SAFETY: one valid pollfd; POLLERR is always reported.
-            let r = unsafe { libc::poll(&raw mut pfd, 1, 1000) };
+            let r = unsafe { libc::poll(&raw mut pfd, 1, 100) };
             if r < 0 {
-                return Err(io::Error::last_os_error());
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
             }
         }
-        while let Some((first, last, copied)) = self.read_completion()? {
-            self.completed = self.completed.max(last.wrapping_add(1));
-            if copied {
-                self.copied += last.wrapping_sub(first).wrapping_add(1);
+        while let Some(next) = self.read_completion()? {
+            if let Some((first, last, copied)) = next {
+                let covered = u64::from(last.wrapping_sub(first)) + 1;
+                self.completed += covered;
+                if copied {
+                    self.copied += covered;
+                }
             }
         }
         Ok(())
     }
 
-    /// One zero-copy completion from the error queue: the range of send calls it covers,
-    /// and whether the kernel copied them. `None` when the queue is empty.
-    fn read_completion(&self) -> io::Result<Option<(u32, u32, bool)>> {
+    /// One message from the error queue: `Some(range of send calls it completes, copied)`
+    /// for a zero-copy completion, `None` for another message. `None` outside when the
+    /// queue is empty.
+    #[allow(clippy::option_option)]
+    fn read_completion(&self) -> io::Result<Option<Option<(u32, u32, bool)>>> {
         let mut control = [0u64; 16];
         // SAFETY: an all-zero msghdr is valid (no name, no data).
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -316,47 +349,38 @@ impl<'s, 'b> ZeroCopySend<'s, 'b> {
             let e = io::Error::last_os_error();
             return match e.kind() {
                 io::ErrorKind::WouldBlock => Ok(None),
+                io::ErrorKind::Interrupted => Ok(Some(None)),
                 _ => Err(e),
             };
         }
-        // SAFETY: the kernel filled `msg`'s control buffer; CMSG_* walk it within
-        // msg_controllen.
+        let err_len = u32::try_from(size_of::<libc::sock_extended_err>()).unwrap_or(u32::MAX);
+        // SAFETY: CMSG_LEN is arithmetic on its argument; it reads no memory.
+        let wanted = unsafe { libc::CMSG_LEN(err_len) };
+        // SAFETY: the kernel filled `msg`'s control buffer; CMSG_FIRSTHDR / CMSG_NXTHDR
+        // walk it within msg_controllen.
         let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
         while !cmsg.is_null() {
-            // SAFETY: `cmsg` is a header inside the control buffer (CMSG_FIRSTHDR /
-            // CMSG_NXTHDR check the bounds); its data holds a sock_extended_err for
-            // IP(V6)_RECVERR, read unaligned.
-            let (level, kind, err) = unsafe {
-                let c = &*cmsg;
-                let data = libc::CMSG_DATA(cmsg).cast::<libc::sock_extended_err>();
-                (c.cmsg_level, c.cmsg_type, data.read_unaligned())
-            };
-            let recverr = (level == libc::SOL_IP && kind == libc::IP_RECVERR)
-                || (level == libc::SOL_IPV6 && kind == libc::IPV6_RECVERR);
-            if recverr && err.ee_origin == SO_EE_ORIGIN_ZEROCOPY {
-                let copied = err.ee_code & SO_EE_CODE_ZEROCOPY_COPIED != 0;
-                return Ok(Some((err.ee_info, err.ee_data, copied)));
+            // SAFETY: `cmsg` is a header inside the control buffer.
+            let c = unsafe { &*cmsg };
+            let recverr = (c.cmsg_level == libc::SOL_IP && c.cmsg_type == libc::IP_RECVERR)
+                || (c.cmsg_level == libc::SOL_IPV6 && c.cmsg_type == libc::IPV6_RECVERR);
+            if recverr && c.cmsg_len as usize >= wanted as usize {
+                // SAFETY: a RECVERR message long enough for a sock_extended_err, read
+                // unaligned from its data.
+                let err = unsafe {
+                    libc::CMSG_DATA(cmsg)
+                        .cast::<libc::sock_extended_err>()
+                        .read_unaligned()
+                };
+                if err.ee_origin == SO_EE_ORIGIN_ZEROCOPY {
+                    let copied = err.ee_code & SO_EE_CODE_ZEROCOPY_COPIED != 0;
+                    return Ok(Some(Some((err.ee_info, err.ee_data, copied))));
+                }
             }
             // SAFETY: as above.
             cmsg = unsafe { libc::CMSG_NXTHDR(&raw const msg, cmsg) };
         }
-        Ok(Some((
-            self.completed,
-            self.completed.wrapping_sub(1),
-            false,
-        )))
-    }
-}
-
-impl Drop for ZeroCopySend<'_, '_> {
-    fn drop(&mut self) {
-        // The buffer's borrow ends here: the kernel must be done with its pages. Bounded:
-        // a socket that died reports no more completions.
-        for _ in 0..30 {
-            if self.completed >= self.calls || self.drain(true).is_err() {
-                break;
-            }
-        }
+        Ok(Some(None))
     }
 }
 
@@ -396,8 +420,13 @@ mod tests {
             let mut slot = memory.slot_mut(base, sent.len()).unwrap();
             slot.as_mut_slice().copy_from_slice(&sent);
             let s = TcpStream::connect(addr).unwrap();
-            let send = ZeroCopySend::new(s.as_fd(), slot.as_slice()).unwrap();
-            send.finish().unwrap()
+            let mut sender = ZeroCopySender::new(s.as_fd()).unwrap();
+            // Two sends on one socket: the second counts its completions from where the
+            // first ended.
+            let half = sent.len() / 2;
+            sender.send(&slot.as_slice()[..half]).unwrap();
+            sender.send(&slot.as_slice()[half..]).unwrap();
+            sender.copied()
         });
         let (mut socket, _) = listener.accept().unwrap();
         let mss = max_segment(socket.as_fd()).unwrap();
