@@ -276,6 +276,9 @@ pub struct AccountingReport {
     /// Wall time of the turns that handled descriptors, per descriptor: the loop's useful
     /// work per packet, beside the core it burns polling.
     pub useful_ns_per_packet: f64,
+    /// Descriptors per turn that handled any: the loop's batch size (`--poll-coalesce-us`
+    /// raises it).
+    pub packets_per_busy_turn: f64,
     /// Payload over the receiver's whole run (start to end), not only first to last byte.
     pub whole_run_gbit_per_s: f64,
 }
@@ -394,13 +397,14 @@ impl Report {
         if let Some(a) = &self.accounting {
             let busy = |k: &str| a.machine_cpu_seconds.get(k).copied().unwrap_or(0.0);
             s.push_str(&format!(
-                "  CPU over {:.2} s: process {:.2} s, machine user {:.2} s, system {:.2} s, softirq {:.2} s; loop {:.0} ns/packet useful, {} of {} polls empty; whole run {:.3} Gbit/s\n",
+                "  CPU over {:.2} s: process {:.2} s, machine user {:.2} s, system {:.2} s, softirq {:.2} s; loop {:.0} ns/packet useful, {:.1} packets per busy turn, {} of {} polls empty; whole run {:.3} Gbit/s\n",
                 a.seconds,
                 a.process_cpu_seconds,
                 busy("user"),
                 busy("system"),
                 busy("softirq"),
                 a.useful_ns_per_packet,
+                a.packets_per_busy_turn,
                 a.empty_polls,
                 a.loop_turns,
                 a.whole_run_gbit_per_s

@@ -154,6 +154,14 @@ pub fn accounting(
         loop_turns: counts.turns,
         empty_polls: counts.empty_polls,
         useful_ns_per_packet: per_packet(counts.useful),
+        packets_per_busy_turn: {
+            let busy = counts.turns.saturating_sub(counts.empty_polls);
+            if busy == 0 {
+                0.0
+            } else {
+                counts.packets as f64 / busy as f64
+            }
+        },
         whole_run_gbit_per_s: if run_seconds > 0.0 {
             payload_bytes as f64 * 8.0 / 1e9 / run_seconds
         } else {

@@ -203,6 +203,12 @@ pub struct LiveArgs {
     /// ~1.2 µs more (docs/design.md, "Where the time goes").
     #[arg(long, default_value_t = 0)]
     pub poll_spin_us: u64,
+    /// With --poll: after a turn that received packets, sleep this long before looking
+    /// again, so that packets arrive in fewer, larger batches (a NIC's interrupt
+    /// coalescing, rx-usecs). 0 (the default) looks again at once. Packets wait up to this
+    /// long; the fill ring must hold what arrives meanwhile. At most 10,000.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=10_000))]
+    pub poll_coalesce_us: u64,
     /// The copy fallback: backend, threshold, channels, pinning, faults.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -664,6 +670,9 @@ fn serve_loop<T: CopyTarget, E: CopyEngine<Payload>>(
         }
         if got > 0 {
             last_packet = turn;
+            if args.poll && args.poll_coalesce_us > 0 {
+                std::thread::sleep(Duration::from_micros(args.poll_coalesce_us));
+            }
         } else if !args.poll
             || turn.duration_since(last_packet) >= Duration::from_micros(args.poll_spin_us)
         {

@@ -251,6 +251,97 @@ fn af_packet_fallback_transmit_to_a_polling_receiver_verifies() {
     assert!(u(r, "direct_bytes") > u(r, "payload_bytes") * 9 / 10, "{r}");
 }
 
+#[test]
+fn kernel_udp_with_segmentation_offload_transmits_and_verifies() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let o = run(
+        "zce2eudp",
+        1,
+        &["--region", "1:16M", "--poll"],
+        &[
+            "--tx",
+            "udp",
+            "--tx-batch",
+            "256",
+            "--prebuild",
+            "--messages",
+            "2",
+            "--message-bytes",
+            "4194304",
+        ],
+    );
+    let (r, s) = (&o.recv, &o.send);
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(s["tx"], "udp_gso");
+    assert_eq!(u(s, "verified_messages"), 2);
+    // Every segment went through sendmmsg, in datagrams of many segments.
+    let udp = &s["udp"];
+    assert_eq!(u(udp, "segments"), u(s, "segments_sent"), "{s}");
+    assert!(u(udp, "datagrams") * 20 < u(udp, "segments"), "{udp}");
+    assert!(u(udp, "sendmmsg_calls") <= u(udp, "datagrams"), "{udp}");
+    assert!(u(r, "direct_bytes") > u(r, "payload_bytes") * 9 / 10, "{r}");
+}
+
+#[test]
+fn coalesced_polling_takes_packets_in_larger_batches_and_verifies() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let o = run(
+        "zce2ecoal",
+        1,
+        &["--region", "1:16M", "--poll", "--poll-coalesce-us", "1000"],
+        &[
+            "--prebuild",
+            "--messages",
+            "2",
+            "--message-bytes",
+            "4194304",
+        ],
+    );
+    let r = &o.recv;
+    assert_eq!(r["verified"], true, "{r}");
+    // ~1 ms of packets per turn (at ≥100,000 packets/s), at most 256 a turn.
+    let batch = r["accounting"]["packets_per_busy_turn"].as_f64().unwrap();
+    assert!((16.0..=256.0).contains(&batch), "{}", r["accounting"]);
+    assert!(u(r, "direct_bytes") > u(r, "payload_bytes") * 9 / 10, "{r}");
+}
+
+#[test]
+fn frames_sealed_in_a_second_thread_verify() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let o = run(
+        "zce2eseal",
+        2,
+        &["--region", "1:16M", "--region", "2:16M", "--poll"],
+        &[
+            "--queues",
+            "0,1",
+            "--regions",
+            "1,2",
+            "--seal-thread",
+            "--loss",
+            "0.01",
+            "--message-bytes",
+            "4194304",
+        ],
+    );
+    let (r, s) = (&o.recv, &o.send);
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(s["seal_thread"], true);
+    assert_eq!(s["udp"], serde_json::Value::Null);
+    assert_eq!(u(s, "verified_messages"), 2);
+    // The lost segments were sealed again and resent.
+    assert!(u(s, "retransmitted_segments") > 0, "{s}");
+}
+
 /// Connects to the receiver's control port (retrying while it starts), sends `what`, and
 /// succeeds when the receiver closes the connection within 5 s.
 const INTRUDER: &str = r#"

@@ -19,6 +19,9 @@ pub(crate) enum TxKind {
     Xdp,
     /// AF_PACKET raw socket (the kernel picks the queue).
     Packet,
+    /// Kernel UDP socket per stream: `sendmmsg` of datagrams cut by the kernel
+    /// (`UDP_SEGMENT`, GSO); the route picks the interface, the kernel the queue.
+    Udp,
 }
 
 /// `--crypto`.
@@ -98,7 +101,8 @@ pub(crate) struct Cli {
     /// Transmit path.
     #[arg(long, value_enum, default_value = "xdp")]
     pub(crate) tx: TxKind,
-    /// AF_XDP: descriptors queued per kick of the TX ring (sendto), 1..=2048.
+    /// AF_XDP: descriptors queued per kick of the TX ring (sendto); UDP: frames queued
+    /// per round of sendmmsg calls. 1..=2048.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=2048))]
     pub(crate) tx_batch: u32,
     /// psp: PSP segments with placement hints (the placement path). tcp: the kernel-TCP
@@ -133,6 +137,10 @@ pub(crate) struct Cli {
     /// sealing; `send_seconds` then excludes building (`build_seconds`).
     #[arg(long)]
     pub(crate) prebuild: bool,
+    /// Build and seal frames in a second thread while this one transmits them (each frame
+    /// copied once into the transmit path). Not with --prebuild.
+    #[arg(long, conflicts_with = "prebuild")]
+    pub(crate) seal_thread: bool,
     /// Write the sender's report as JSON here.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,

@@ -14,6 +14,7 @@ mod stream;
 mod tcp;
 mod tx;
 
+use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -21,7 +22,7 @@ use clap::Parser;
 use control::Request;
 use indicatif::{ProgressBar, ProgressStyle};
 use schedule::{Impairments, Rng, schedule};
-use tx::{PacketTx, Transmit, XdpTx};
+use tx::{PacketTx, Transmit, UdpTx, XdpTx};
 
 use crate::cli::{Cli, MAX_PREBUILT_FRAMES, Plan, Transport, TxKind};
 use crate::pace::Pacer;
@@ -90,6 +91,7 @@ fn open_tx(cli: &Cli, segments: usize) -> Result<Box<dyn Transmit>> {
     Ok(match cli.tx {
         TxKind::Xdp => Box::new(XdpTx::open(&cli.iface, &cli.queues, frames, cli.tx_batch)?),
         TxKind::Packet => Box::new(PacketTx::open(&cli.iface, frames)?),
+        TxKind::Udp => Box::new(UdpTx::open(frames, cli.tx_batch)),
     })
 }
 
@@ -107,6 +109,25 @@ fn progress_bar(hidden: bool, total: u64) -> ProgressBar {
     );
     bar
 }
+
+/// Counts segment `j` as sent in `round`.
+fn count_sent(cli: &Cli, report: &mut SendReport, bar: &ProgressBar, round: usize, j: usize) {
+    let mss = u64::from(cli.mss);
+    report.segments_sent += 1;
+    let bytes = cli
+        .message_bytes
+        .saturating_sub((j as u64).saturating_mul(mss))
+        .min(mss);
+    report.payload_bytes_sent += bytes;
+    if round == 0 {
+        bar.inc(bytes);
+    } else {
+        report.retransmitted_segments += 1;
+    }
+}
+
+/// Frames `--seal-thread` builds ahead of the transmitting thread.
+const SEAL_AHEAD: usize = 1024;
 
 /// The send and retransmit rounds of every stream.
 struct Sender<'a> {
@@ -191,6 +212,12 @@ impl<'a> Sender<'a> {
             })
             .collect();
         let round_start = Instant::now();
+        if cli.seal_thread {
+            self.send_sealed_aside(round, &items)?;
+            self.tx.flush()?;
+            self.report.send_seconds += round_start.elapsed().as_secs_f64();
+            return Ok(());
+        }
         let mut round_build = 0.0;
         let mut next = 0;
         let mut batch = Vec::new();
@@ -227,21 +254,80 @@ impl<'a> Sender<'a> {
         Ok(())
     }
 
+    /// `--seal-thread`: a second thread builds and seals `items` (stream, segment) into
+    /// buffers, up to [`SEAL_AHEAD`] ahead; this one copies each into the transmit path
+    /// and submits it, in order.
+    fn send_sealed_aside(&mut self, round: usize, items: &[(usize, usize)]) -> Result<()> {
+        let Self {
+            cli,
+            tx,
+            streams,
+            bar,
+            report,
+            pacer,
+            ..
+        } = self;
+        let mss = cli.mss;
+        let queues: Vec<u32> = streams.iter().map(|s| s.queue).collect();
+        let (built_tx, built_rx) = mpsc::sync_channel::<Result<Vec<u8>>>(SEAL_AHEAD);
+        let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
+        std::thread::scope(|scope| {
+            let builder = std::thread::Builder::new()
+                .name("zc-send-seal".into())
+                .spawn_scoped(scope, move || {
+                    for &(i, j) in items {
+                        let mut buf = spare_rx
+                            .try_recv()
+                            .unwrap_or_else(|_| vec![0; tx::FRAME_SIZE as usize]);
+                        let built = streams[i].build(j, mss, &mut buf).map(|len| {
+                            buf.truncate(len);
+                            buf
+                        });
+                        let failed = built.is_err();
+                        // The transmitting side stopped (it failed), or building did.
+                        if built_tx.send(built).is_err() || failed {
+                            return;
+                        }
+                    }
+                })
+                .context("starting the sealing thread")?;
+            let mut sent = Ok(());
+            // Consumed here: dropped on an error, which stops the builder.
+            for (&(i, j), built) in items.iter().zip(built_rx) {
+                sent = built.and_then(|mut frame| {
+                    let len = frame.len();
+                    let mut copy = |buf: &mut [u8]| {
+                        buf.get_mut(..len)
+                            .context("frame longer than the transmit buffer")?
+                            .copy_from_slice(&frame);
+                        Ok(len)
+                    };
+                    let p = loop {
+                        match tx.prepare(queues[i], &mut copy)? {
+                            Some(p) => break p,
+                            None => tx.make_room()?,
+                        }
+                    };
+                    tx.submit(p)?;
+                    pacer.wait();
+                    count_sent(cli, report, bar, round, j);
+                    frame.resize(tx::FRAME_SIZE as usize, 0);
+                    // The builder may have finished: then the buffer is dropped.
+                    let _ = spare_tx.send(frame);
+                    Ok(())
+                });
+                if sent.is_err() {
+                    break;
+                }
+            }
+            anyhow::ensure!(builder.join().is_ok(), "the sealing thread panicked");
+            sent
+        })
+    }
+
     /// Counts segment `j` as sent in `round`.
     fn count_sent(&mut self, round: usize, j: usize) {
-        let mss = u64::from(self.cli.mss);
-        self.report.segments_sent += 1;
-        let bytes = self
-            .cli
-            .message_bytes
-            .saturating_sub((j as u64).saturating_mul(mss))
-            .min(mss);
-        self.report.payload_bytes_sent += bytes;
-        if round == 0 {
-            self.bar.inc(bytes);
-        } else {
-            self.report.retransmitted_segments += 1;
-        }
+        count_sent(self.cli, &mut self.report, &self.bar, round, j);
     }
 
     /// Asks each stream's receiver whether its message arrived; what is missing becomes
@@ -295,6 +381,7 @@ impl<'a> Sender<'a> {
             self.report.failed_messages += s.failed;
         }
         self.report.seconds = self.start.elapsed().as_secs_f64();
+        self.report.udp = self.tx.udp_stats();
         self.report.finish_rates();
         self.report
     }

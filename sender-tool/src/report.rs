@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::cli::{Cli, TxKind};
+use crate::tx::UdpStats;
 
 /// The sender's report.
 #[derive(Debug, Serialize)]
@@ -30,6 +31,10 @@ pub(crate) struct SendReport {
     pub(crate) failed_messages: u32,
     /// `--transport tcp --zero-copy-send`: sends the kernel copied after all.
     pub(crate) zerocopy_copied_sends: u64,
+    /// `--tx udp`: sendmmsg calls, datagrams and segments.
+    pub(crate) udp: Option<UdpStats>,
+    /// Frames were built and sealed in a second thread (`--seal-thread`).
+    pub(crate) seal_thread: bool,
     /// Missing ranges in the receiver's status replies that were empty, inverted or outside
     /// the message (ignored or clamped to it).
     pub(crate) bad_missing_ranges: u64,
@@ -42,6 +47,7 @@ impl SendReport {
             tx: match cli.tx {
                 TxKind::Xdp => "af_xdp",
                 TxKind::Packet => "af_packet",
+                TxKind::Udp => "udp_gso",
             },
             crypto: control::Crypto::from(cli.crypto).as_str(),
             streams,
@@ -59,6 +65,8 @@ impl SendReport {
             verified_messages: 0,
             failed_messages: 0,
             zerocopy_copied_sends: 0,
+            udp: None,
+            seal_thread: cli.seal_thread,
             bad_missing_ranges: 0,
         }
     }

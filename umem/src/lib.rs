@@ -24,6 +24,7 @@ pub mod plan;
 pub mod ring;
 pub mod sys;
 pub mod tcp;
+pub mod udp;
 
 pub use memory::{
     Backing, FrameMut, FrameReturns, GUARD, Layout, LentFrame, MAX_UMEM_LEN, ReceivedFrame,

@@ -43,10 +43,26 @@ pub struct Mode {
 }
 
 /// The PSP modes: name, sender's and receiver's arguments (software crypto).
-const PSP_MODES: [(&str, &[&str], &[&str]); 6] = [
+const PSP_MODES: [(&str, &[&str], &[&str]); 10] = [
     ("split", &["--prebuild"], &["--poll"]),
+    (
+        "split-coalesce",
+        &["--prebuild"],
+        &["--poll", "--poll-coalesce-us", "200"],
+    ),
     ("split-busy-poll", &["--prebuild"], &[]),
     ("split-seal-in-loop", &[], &["--poll"]),
+    ("split-seal-thread", &["--seal-thread"], &["--poll"]),
+    (
+        "split-udp-gso",
+        &["--prebuild", "--tx", "udp", "--tx-batch", "256"],
+        &["--poll"],
+    ),
+    (
+        "split-udp-gso-coalesce",
+        &["--prebuild", "--tx", "udp", "--tx-batch", "256"],
+        &["--poll", "--poll-coalesce-us", "200"],
+    ),
     ("copy-all", &["--prebuild"], &["--poll", "--no-predict"]),
     (
         "whole-frame",
@@ -64,7 +80,14 @@ const PSP_MODES: [(&str, &[&str], &[&str]); 6] = [
 const ZERO_COPY_MTU: u32 = 9000;
 
 /// PSP modes also run with inline crypto.
-const WITH_INLINE_CRYPTO: [&str; 3] = ["split", "copy-all", "whole-frame"];
+const WITH_INLINE_CRYPTO: [&str; 6] = [
+    "split",
+    "split-coalesce",
+    "split-udp-gso",
+    "split-udp-gso-coalesce",
+    "copy-all",
+    "whole-frame",
+];
 
 /// Every mode, in the order trials alternate.
 pub fn all_modes() -> Vec<Mode> {
@@ -130,7 +153,7 @@ pub fn select_modes(names: &[String]) -> Result<Vec<Mode>> {
 }
 
 /// The figures of a trial, each summarised per mode: key, what it is.
-pub const METRICS: [(&str, &str); 9] = [
+pub const METRICS: [(&str, &str); 10] = [
     (
         "gbit_per_s",
         "receiver's throughput, first to last payload byte (Gbit/s)",
@@ -158,6 +181,10 @@ pub const METRICS: [(&str, &str); 9] = [
     (
         "useful_ns_per_packet",
         "receive loop's useful time per packet (ns; 0 for TCP)",
+    ),
+    (
+        "packets_per_busy_turn",
+        "receive loop's packets per turn that had any (its batch; 0 for TCP)",
     ),
     (
         "copies_avoided",
@@ -296,6 +323,7 @@ fn trial_figures(mode: &Mode, run: u32, r: &Value, s: &Value) -> Value {
         "rx_process_cpu_s_per_gb": per_gb(process),
         "machine_cpu_s_per_gb": per_gb(machine_busy),
         "useful_ns_per_packet": a["useful_ns_per_packet"],
+        "packets_per_busy_turn": a["packets_per_busy_turn"],
         "copies_avoided": r["copies_avoided"],
         "rx_dropped": drops,
         "verified": r["verified"],

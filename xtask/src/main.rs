@@ -33,9 +33,10 @@ enum Cmd {
         /// Trials per mode (--live).
         #[arg(long, default_value_t = 5)]
         runs: u32,
-        /// Modes to run (--live; comma-separated, all when not given): kernel-tcp, split,
-        /// split-busy-poll, split-seal-in-loop, copy-all, whole-frame, whole-frame-no-icv,
-        /// and split+inline, copy-all+inline, whole-frame+inline (inline crypto).
+        /// Modes to run (--live; comma-separated, all when not given): kernel-tcp,
+        /// tcp-zerocopy, split, split-busy-poll, split-seal-in-loop, split-seal-thread,
+        /// split-udp-gso, copy-all, whole-frame, whole-frame-no-icv, and split+inline,
+        /// split-udp-gso+inline, copy-all+inline, whole-frame+inline (inline crypto).
         #[arg(long, value_delimiter = ',')]
         modes: Vec<String>,
         /// Bytes of each of the 2 messages a trial moves (--live).
