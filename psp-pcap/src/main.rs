@@ -4,13 +4,13 @@
 mod config;
 mod decap;
 mod encap;
-mod pcapio;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use psp::Hint;
+use psp_pcap::pcapio;
 
 use crate::encap::{Encryptor, Outcome};
 

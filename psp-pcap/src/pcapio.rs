@@ -1,4 +1,4 @@
-//! Reading captures (pcap or pcapng, through [`psp_pcap::capture`]) and writing classic
+//! Reading captures (pcap or pcapng, through [`crate::capture`]) and writing classic
 //! pcap files the way libpcap's dumper does: Ethernet link type, snaplen 9014, microsecond
 //! timestamps, host byte order.
 //!
@@ -10,10 +10,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::capture::Capture;
 use anyhow::{Context, Result, bail};
 use pcap_file::pcap::{PcapHeader, PcapWriter, RawPcapPacket};
 use pcap_file::{DataLink, Endianness, TsResolution};
-use psp_pcap::capture::Capture;
 
 /// The reference programs' snaplen and largest frame.
 pub const MAX_FRAME: usize = 9014;

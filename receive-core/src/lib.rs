@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod drive;
 pub mod error;
 pub mod grant_table;

@@ -608,6 +608,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> RxPath<T, E> {
             regions: Vec::new(),
             control: None,
             accounting: None,
+            capture: None,
         }
     }
 }

@@ -36,8 +36,9 @@ use umem::{
     Desc, FillPlanner, FrameLanding, FrameReturns, Layout, Order, Posted, Prediction, Producer,
     ReceivedFrame, UmemMemory,
 };
-use xdp_common::{HEAD_LEN, HeaderRecord};
+use xdp_common::{CaptureExt, HEAD_LEN, HeaderRecord};
 
+use crate::capture::{CaptureLimit, CaptureTap};
 use crate::error::{ReceiveError, SetupError};
 use crate::grant_table::{Action, ConnId, GrantEntry, GrantTable, Limits, RegionSpec, WholeFrame};
 use crate::pairing::Pairing;
@@ -264,6 +265,8 @@ pub struct Receiver<'m, T: CopyTarget, E: CopyEngine<Payload>> {
     first_packet: Option<Timestamp>,
     last_packet: Option<Timestamp>,
     next_tick: Timestamp,
+    /// Frames rebuilt as they were on the wire, and the grants (`--capture`).
+    capture: Option<CaptureTap>,
 }
 
 impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
@@ -320,6 +323,7 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
             first_packet: None,
             last_packet: None,
             next_tick: Timestamp::START,
+            capture: None,
         })
     }
 
@@ -395,6 +399,9 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
                 Some(reply)
             }
             Action::Complete { grant, sha256 } => {
+                if let Some(tap) = self.capture.as_mut() {
+                    tap.digest(grant, &sha256);
+                }
                 self.pending.push(PendingCompletion {
                     conn,
                     grant,
@@ -420,6 +427,9 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
             return;
         };
         let g = entry.grant;
+        if let Some(tap) = self.capture.as_mut() {
+            tap.granted(id, &g);
+        }
         self.rx.track_grant(id, g.len);
         let region = self.rx.placement.region(g.region_id);
         let base = region.map_or(0, |r| r.base);
@@ -473,6 +483,25 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
     /// A record from the header ring.
     pub fn header_record(&mut self, record: HeaderRecord) {
         self.pairing.push(record);
+    }
+
+    /// A record from the header ring with the outer headers the program captured.
+    pub fn captured_record(&mut self, record: HeaderRecord, ext: CaptureExt) {
+        if let Some(tap) = self.capture.as_mut() {
+            tap.record(&record, ext);
+        }
+        self.pairing.push(record);
+    }
+
+    /// Captures from now on: frames as they were on the wire (rebuilt before they are
+    /// opened), up to `limit`, and every grant made.
+    pub fn start_capture(&mut self, limit: Option<CaptureLimit>) {
+        self.capture = Some(CaptureTap::new(limit));
+    }
+
+    /// The capture, when capturing.
+    pub fn capture_mut(&mut self) -> Option<&mut CaptureTap> {
+        self.capture.as_mut()
     }
 
     /// Header-ring entries that were not records.
@@ -601,6 +630,11 @@ impl<'m, T: CopyTarget, E: CopyEngine<Payload>> Receiver<'m, T, E> {
         } else {
             0
         };
+        if let Some(tap) = self.capture.as_mut()
+            && let Ok(payload) = received.bytes_mut()
+        {
+            tap.payload(&r, payload);
+        }
         let (grant, accepted) = match self.on_segment(q, &r, received, outstanding, now) {
             Ok(decided) => decided,
             Err(e) => {

@@ -325,6 +325,35 @@ pub struct Report {
     /// Where the CPU went (live runs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounting: Option<AccountingReport>,
+    /// What `--capture` wrote (live runs that capture).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureReport>,
+}
+
+/// What `zc-recv live --capture` wrote, and what it cost.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CaptureReport {
+    /// The pcap file.
+    pub file: String,
+    /// The replay configuration beside it.
+    pub config: String,
+    /// Frames written.
+    pub frames: u64,
+    /// Bytes of the frames captured.
+    pub bytes: u64,
+    /// Frames not captured: `--capture-limit` was reached.
+    pub over_limit: u64,
+    /// Frames not captured: no outer headers in their record.
+    pub without_outer: u64,
+    /// Frames not captured: the writer thread was behind.
+    pub writer_busy: u64,
+    /// CPU seconds of the writer thread (the receive loop's share shows in its
+    /// `useful_ns_per_packet`).
+    pub writer_cpu_seconds: f64,
+    /// Why the configuration cannot be replayed as one run (grants that reused a window
+    /// overlap), when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_replayable: Option<String>,
 }
 
 impl Report {
@@ -502,6 +531,7 @@ mod tests {
             regions: Vec::new(),
             control: None,
             accounting: None,
+            capture: None,
         }
     }
 

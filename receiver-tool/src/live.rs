@@ -21,16 +21,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 use placement::GrantId;
 use psp::{MasterKey, MasterKeys};
 use receive_core::grant_table::WholeFrame;
-use receive_core::report::{CalibrationReport, QueueReport};
+use receive_core::report::{CalibrationReport, CaptureReport, QueueReport};
 use receive_core::{
     ConnId, CopyTag, Limits, Output, Payload, Receiver, ReceiverConfig, RegionSpec, Report,
     RunFacts, Timestamp, UmemTarget,
 };
 use umem::{BindMode, Desc, Layout, Socket, SocketConfig, Umem, UmemMemory};
 
+use crate::capture::{CaptureArgs, CaptureWriter};
 use crate::cpu::{CpuSnapshot, LoopCounts, accounting, cpu_now};
 use crate::digest::{DigestJob, DigestWorker};
 use crate::engine::{CopyBackend, EngineArgs};
+use crate::replay::{Keys, RegionConfig};
 use crate::serve::{self, ControlServer, Event};
 use crate::xdp::XdpProgram;
 
@@ -212,6 +214,9 @@ pub struct LiveArgs {
     /// The copy fallback: backend, threshold, channels, pinning, faults.
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// Capture of the frames received, for replay.
+    #[command(flatten)]
+    pub capture: CaptureArgs,
     /// Stop after this many seconds (the report is written as usual).
     #[arg(long, default_value_t = 600)]
     pub max_seconds: u64,
@@ -421,6 +426,10 @@ struct Driver<'m, T: CopyTarget, E: CopyEngine<Payload>> {
     /// CPU counters at the first payload and at the last answer.
     snapshots: Option<(CpuSnapshot, CpuSnapshot)>,
     loop_counts: LoopCounts,
+    /// `--capture`: the thread writing captured frames.
+    capture: Option<CaptureWriter>,
+    /// A ring gave [`MAX_RX_BATCH`] descriptors this turn: more may be waiting.
+    full_batch: bool,
 }
 
 impl<T: CopyTarget, E: CopyEngine<Payload>> Driver<'_, T, E> {
@@ -475,16 +484,24 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> Driver<'_, T, E> {
             }
             descs[q].clear();
             if let Some(mut r) = s.rx_mut() {
-                got += r.consume(&mut descs[q], 256);
+                let n = r.consume(&mut descs[q], MAX_RX_BATCH);
+                self.full_batch |= n == MAX_RX_BATCH;
+                got += n;
             }
         }
         let core = &mut self.core;
-        let bad = io.program.drain_headers(|r| core.header_record(r));
+        let bad = io.program.drain_headers(|r, ext| match ext {
+            Some(ext) => core.captured_record(r, ext),
+            None => core.header_record(r),
+        });
         core.bad_header_records(bad);
         for (q, batch) in descs.iter_mut().enumerate() {
             for d in batch.drain(..) {
                 self.core.on_rx(q, d, now);
             }
+        }
+        if let (Some(writer), Some(tap)) = (self.capture.as_mut(), self.core.capture_mut()) {
+            writer.send(tap.take_frames());
         }
         if got > 0 && self.cpu_start.is_none() && self.core.first_packet().is_some() {
             self.cpu_start = Some(cpu_now());
@@ -538,9 +555,22 @@ fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
     pipeline: CopyPipeline<T, E, Payload, CopyTag>,
     (backend, calibration): (&'static str, Option<CalibrationReport>),
 ) -> Result<Report> {
-    let keys = MasterKeys::new(random_master()?, random_master()?);
+    let (master0, master1) = (random_master()?, random_master()?);
+    let replay_keys = Keys {
+        master0: hex::encode(master0.0),
+        master1: hex::encode(master1.0),
+    };
+    let keys = MasterKeys::new(master0, master1);
     let config = core_config(args, layout, &io)?;
-    let core = Receiver::new(config, memory, layout.clone(), keys, pipeline)?;
+    let mut core = Receiver::new(config, memory, layout.clone(), keys, pipeline)?;
+    let capture = match &args.capture.capture {
+        Some(path) => {
+            io.program.capture_outer_headers()?;
+            core.start_capture(args.capture.capture_limit);
+            Some(CaptureWriter::start(path)?)
+        }
+        None => None,
+    };
     let (events_tx, events) = channel();
     let server = serve::start(
         args.listen,
@@ -562,6 +592,8 @@ fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
         cpu_end: 0.0,
         snapshots: None,
         loop_counts: LoopCounts::default(),
+        capture,
+        full_batch: false,
     };
     let reached_goal = serve_loop(args, &mut driver, &mut io)?;
     let run_seconds = driver.start.elapsed().as_secs_f64();
@@ -571,9 +603,14 @@ fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
         cpu_end,
         snapshots,
         loop_counts,
+        capture,
         ..
     } = driver;
     core.finish()?;
+    let capture = match capture {
+        Some(writer) => Some(finish_capture(args, &mut core, writer, &replay_keys)?),
+        None => None,
+    };
     let payload_bytes = core.progress().payload_bytes;
     let accounting = snapshots
         .map(|(start, end)| accounting(&start, &end, loop_counts, payload_bytes, run_seconds));
@@ -588,7 +625,40 @@ fn serve<T: CopyTarget, E: CopyEngine<Payload>>(
         xdp_counters: io.program.counters(),
         accounting,
     };
-    Ok(core.report(facts))
+    let mut report = core.report(facts);
+    report.capture = capture;
+    Ok(report)
+}
+
+/// Writes the last captured frames and the replay configuration.
+fn finish_capture<T: CopyTarget, E: CopyEngine<Payload>>(
+    args: &LiveArgs,
+    core: &mut Receiver<'_, T, E>,
+    mut writer: CaptureWriter,
+    keys: &Keys,
+) -> Result<CaptureReport> {
+    let Some(tap) = core.capture_mut() else {
+        bail!("capturing was not started");
+    };
+    writer.send(tap.take_frames());
+    let grants = tap.grants().to_vec();
+    let regions = args
+        .regions
+        .iter()
+        .map(|r| RegionConfig {
+            id: r.id,
+            len: r.len,
+            // The generation its grants were made for (regions start at 1).
+            generation: grants
+                .iter()
+                .filter(|g| g.region == r.id)
+                .map(|g| g.generation)
+                .max()
+                .unwrap_or(1),
+            active: true,
+        })
+        .collect();
+    writer.finish(keys, regions, &grants, tap.counts())
 }
 
 fn announce(
@@ -609,6 +679,9 @@ fn announce(
         memory.backing().as_str()
     );
 }
+
+/// Most descriptors taken from one RX ring in a turn.
+const MAX_RX_BATCH: u32 = 256;
 
 /// Moves events between the kernel, the control server and the core until a stop
 /// condition. Returns whether the --sessions goal was reached.
@@ -670,7 +743,9 @@ fn serve_loop<T: CopyTarget, E: CopyEngine<Payload>>(
         }
         if got > 0 {
             last_packet = turn;
-            if args.poll && args.poll_coalesce_us > 0 {
+            // Only when the rings were drained: a full batch means more is waiting.
+            let drained = !std::mem::take(&mut driver.full_batch);
+            if args.poll && args.poll_coalesce_us > 0 && drained {
                 std::thread::sleep(Duration::from_micros(args.poll_coalesce_us));
             }
         } else if !args.poll

@@ -2,6 +2,7 @@
 //! placement; `replay` runs a pcap through the same open-and-place path offline; `tcp` is
 //! the kernel-TCP baseline.
 
+mod capture;
 mod cpu;
 mod digest;
 mod engine;
@@ -46,7 +47,7 @@ enum Command {
     /// Receive through XDP + AF_XDP, placing payloads directly where the hints say (root).
     Live {
         #[command(flatten)]
-        args: live::LiveArgs,
+        args: Box<live::LiveArgs>,
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,

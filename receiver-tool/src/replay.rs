@@ -18,7 +18,7 @@ use copy_fallback::pipeline::CopyPipeline;
 use placement::{Grant, GrantId, PlacementEngine, Policy};
 use psp::{MasterKey, MasterKeys};
 use psp_pcap::capture::Capture;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use receive_core::report::{GrantReport, Report, RunSummary};
 use receive_core::{OpenGate, Payload, RxPath, Timestamp};
@@ -26,7 +26,7 @@ use receive_core::{OpenGate, Payload, RxPath, Timestamp};
 use crate::cpu::process_cpu_seconds;
 
 /// The replay configuration file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayConfig {
     pub keys: Keys,
@@ -38,20 +38,20 @@ pub struct ReplayConfig {
     pub grants: Vec<GrantConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     pub master0: String,
     pub master1: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     pub direct_spi_min: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegionConfig {
     pub id: u32,
@@ -60,7 +60,7 @@ pub struct RegionConfig {
     pub active: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantConfig {
     pub spi: u32,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use aya::Ebpf;
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf, XskMap};
 use aya::programs::{Xdp, XdpMode};
-use xdp_common::{Counter, HeaderRecord, PROGRAM, landing, map};
+use xdp_common::{CaptureExt, Counter, HeaderRecord, PROGRAM, landing, map};
 
 /// The loaded and attached program with its maps. Detaches when dropped.
 pub struct XdpProgram {
@@ -86,6 +86,17 @@ impl XdpProgram {
             .context("LANDING map")
     }
 
+    /// Makes every record carry the frame's outer headers and arrival time from now on
+    /// (`--capture`).
+    ///
+    /// # Errors
+    /// The map update failing.
+    pub fn capture_outer_headers(&mut self) -> Result<()> {
+        self.landing
+            .set(landing::CAPTURE, 1, 0)
+            .context("LANDING map")
+    }
+
     /// Routes rx queue `queue` to socket `fd`.
     ///
     /// # Errors
@@ -96,13 +107,13 @@ impl XdpProgram {
             .with_context(|| format!("XSKMAP entry for queue {queue}"))
     }
 
-    /// Moves every header record available now into `out`; returns how many were
-    /// unreadable (shorter than a record).
-    pub fn drain_headers(&mut self, mut out: impl FnMut(HeaderRecord)) -> u64 {
+    /// Moves every header record available now into `out`, with its capture extension
+    /// when it has one; returns how many were unreadable (shorter than a record).
+    pub fn drain_headers(&mut self, mut out: impl FnMut(HeaderRecord, Option<CaptureExt>)) -> u64 {
         let mut bad = 0;
         while let Some(item) = self.headers.next() {
             match HeaderRecord::from_bytes(&item) {
-                Some(r) => out(r),
+                Some(r) => out(r, CaptureExt::from_record_bytes(&item)),
                 None => bad += 1,
             }
         }

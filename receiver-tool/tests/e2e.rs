@@ -342,6 +342,151 @@ fn frames_sealed_in_a_second_thread_verify() {
     assert!(u(s, "retransmitted_segments") > 0, "{s}");
 }
 
+/// `zc-recv replay` of `pcap` with its configuration (`pcap.toml`); returns its report.
+fn replay_capture(pcap: &std::path::Path) -> Value {
+    let json = pcap.with_extension("replay.json");
+    let mut config = pcap.as_os_str().to_owned();
+    config.push(".toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zc-recv"))
+        .arg("replay")
+        .arg("--pcap")
+        .arg(pcap)
+        .arg("--config")
+        .arg(&config)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn a_captured_live_run_replays_to_the_same_decisions() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let dir = std::env::temp_dir().join("zc-e2e-capture");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("live.pcap");
+    let _ = std::fs::remove_file(&pcap);
+    let pcap_arg = pcap.to_str().unwrap();
+    // An honest stream and one that lies about its offsets.
+    let o = run(
+        "zce2ecap",
+        2,
+        &[
+            "--region",
+            "1:16M",
+            "--region",
+            "2:16M",
+            "--poll",
+            "--capture",
+            pcap_arg,
+        ],
+        &[
+            "--queues",
+            "0,1",
+            "--regions",
+            "1,2",
+            "--lie",
+            "1:outside",
+            "--message-bytes",
+            "2097152",
+        ],
+    );
+    let live = &o.recv;
+    let cap = &live["capture"];
+    // Every frame the receiver handled was captured, nothing was left out.
+    assert_eq!(u(cap, "frames"), u(live, "payload_packets"), "{cap}");
+    for key in ["over_limit", "without_outer", "writer_busy"] {
+        assert_eq!(u(cap, key), 0, "{key}: {cap}");
+    }
+    assert_eq!(cap["not_replayable"], Value::Null, "{cap}");
+    // The configuration holds the master keys: its owner's only.
+    let config = std::path::PathBuf::from(cap["config"].as_str().unwrap());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // Capturing did not change placement: the honest stream landed in place.
+    assert!(u(live, "direct_bytes") > 2097152 * 9 / 10, "{live}");
+    let replayed = replay_capture(&pcap);
+    // The same frames reach the same decisions: the same bytes and packets, the same
+    // rejects by reason, the same windows verified. (Replay lands every frame in bounce
+    // memory, so it copies what live placed directly.)
+    for key in ["payload_bytes", "payload_packets", "rejected_bytes"] {
+        assert_eq!(u(&replayed, key), u(live, key), "{key}");
+    }
+    assert!(u(live, "rejected_bytes") > 0, "{live}");
+    assert_eq!(replayed["rejects"], live["rejects"]);
+    assert_eq!(
+        u(&replayed, "cpu_copy_bytes") + u(&replayed, "engine_copy_bytes"),
+        u(live, "direct_bytes") + u(live, "cpu_copy_bytes") + u(live, "engine_copy_bytes"),
+    );
+    // The same windows verified, per SPI. (Live reports no window for the liar: its
+    // grant was revoked when its session closed; replay holds every grant to the end.)
+    let verified = |r: &Value| -> Vec<(u64, usize)> {
+        let mut v: Vec<_> = r["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let grants = s["grants"].as_array().unwrap();
+                let ok = grants.iter().filter(|g| g["digest_ok"] == true).count();
+                (u(s, "spi"), ok)
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(verified(&replayed), verified(live));
+    assert_eq!(
+        verified(live).iter().map(|(_, n)| n).sum::<usize>(),
+        1,
+        "{live}"
+    );
+}
+
+#[test]
+fn capture_stops_at_its_limit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !may_run() {
+        return;
+    }
+    let dir = std::env::temp_dir().join("zc-e2e-capture-limit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("live.pcap");
+    let _ = std::fs::remove_file(&pcap);
+    let o = run(
+        "zce2ecapl",
+        1,
+        &[
+            "--region",
+            "1:16M",
+            "--capture",
+            pcap.to_str().unwrap(),
+            "--capture-limit",
+            "100frames",
+        ],
+        &["--message-bytes", "1048576"],
+    );
+    let (r, cap) = (&o.recv, &o.recv["capture"]);
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(u(cap, "frames"), 100, "{cap}");
+    assert_eq!(
+        u(cap, "frames") + u(cap, "over_limit"),
+        u(r, "payload_packets")
+    );
+    // 24-byte file header, then per frame a 16-byte record header and the frame.
+    let size = std::fs::metadata(&pcap).unwrap().len();
+    assert_eq!(size, 24 + 100 * 16 + u(cap, "bytes"));
+}
+
 /// Connects to the receiver's control port (retrying while it starts), sends `what`, and
 /// succeeds when the receiver closes the connection within 5 s.
 const INTRUDER: &str = r#"

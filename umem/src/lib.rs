@@ -49,6 +49,22 @@ pub fn clock_ticks_per_second() -> u64 {
     u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds (the clock of `bpf_ktime_get_ns`); 0 if it cannot be read.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is valid for writes; the clock id is a constant.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
 /// CPU time the calling thread has used so far (`CLOCK_THREAD_CPUTIME_ID`); zero if the
 /// clock is unavailable.
 pub fn thread_cpu_time() -> std::time::Duration {

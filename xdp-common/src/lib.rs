@@ -51,8 +51,11 @@ pub mod landing {
     pub const MODE: u32 = 0;
     /// Index of the frame cap (whole-frame modes).
     pub const FRAME_CAP: u32 = 1;
+    /// Index of the capture switch: non-zero makes every record a
+    /// [`CapturedRecord`](super::CapturedRecord) (outer headers and arrival time too).
+    pub const CAPTURE: u32 = 2;
     /// Entries of the array.
-    pub const ENTRIES: u32 = 2;
+    pub const ENTRIES: u32 = 3;
     /// The payload alone: headers stripped (`bpf_xdp_adjust_head`), ICV trimmed.
     pub const SPLIT: u32 = 0;
     /// The whole frame but its ICV (trimmed: the PSP-offload NIC model, whose NIC verifies
@@ -218,9 +221,107 @@ impl HeaderRecord {
     }
 }
 
+/// Bytes of outer headers (Ethernet through UDP) a captured record holds: enough for a
+/// VLAN tag and IPv4 with 40 bytes of options (14 + 4 + 60 + 8 = 86 at most).
+pub const MAX_OUTER: usize = 96;
+
+/// What capturing adds to a record (`zc-recv live --capture`): the frame's outer headers,
+/// as they were on the wire, and when it arrived.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureExt {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the program ran.
+    pub ktime_ns: u64,
+    /// Valid bytes of `outer`: Ethernet through the UDP header.
+    pub outer_len: u16,
+    /// Zero.
+    pub pad: [u8; 6],
+    /// The frame's first bytes.
+    pub outer: [u8; MAX_OUTER],
+}
+
+/// A record with its capture extension: what the program writes while capturing.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapturedRecord {
+    /// The record.
+    pub record: HeaderRecord,
+    /// The extension.
+    pub ext: CaptureExt,
+}
+
+/// Bytes of a captured record.
+pub const CAPTURED_RECORD_LEN: usize = core::mem::size_of::<CapturedRecord>();
+
+impl CaptureExt {
+    /// Reads the extension that follows a record in a captured record's bytes; `None` when
+    /// the entry is a plain record (or too short, or claims more outer bytes than it has).
+    pub fn from_record_bytes(b: &[u8]) -> Option<Self> {
+        let base = offset_of!(CapturedRecord, ext);
+        let b = b.get(base..base + core::mem::size_of::<Self>())?;
+        let ext = Self {
+            ktime_ns: u64::from_ne_bytes(array(b, offset_of!(Self, ktime_ns))?),
+            outer_len: u16::from_ne_bytes(array(b, offset_of!(Self, outer_len))?),
+            pad: [0; 6],
+            outer: array(b, offset_of!(Self, outer))?,
+        };
+        (usize::from(ext.outer_len) <= MAX_OUTER).then_some(ext)
+    }
+
+    /// The valid outer header bytes.
+    pub fn outer_bytes(&self) -> &[u8] {
+        &self.outer[..usize::from(self.outer_len).min(MAX_OUTER)]
+    }
+
+    /// The extension's bytes after a record's, as the eBPF side lays them out (tests).
+    pub fn to_record_bytes(&self, out: &mut [u8; CAPTURED_RECORD_LEN]) {
+        let base = offset_of!(CapturedRecord, ext);
+        let mut put = |at: usize, src: &[u8]| {
+            out[base + at..base + at + src.len()].copy_from_slice(src);
+        };
+        put(offset_of!(Self, ktime_ns), &self.ktime_ns.to_ne_bytes());
+        put(offset_of!(Self, outer_len), &self.outer_len.to_ne_bytes());
+        put(offset_of!(Self, outer), &self.outer);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capture_extension_round_trips_after_a_record() {
+        let mut r = HeaderRecord::zeroed();
+        r.seq = 7;
+        let ext = CaptureExt {
+            ktime_ns: 123_456_789,
+            outer_len: 42,
+            pad: [0; 6],
+            outer: [3; MAX_OUTER],
+        };
+        let mut bytes = [0u8; CAPTURED_RECORD_LEN];
+        let mut head = [0u8; RECORD_LEN];
+        r.to_bytes(&mut head);
+        bytes[..RECORD_LEN].copy_from_slice(&head);
+        ext.to_record_bytes(&mut bytes);
+        assert_eq!(HeaderRecord::from_bytes(&bytes), Some(r));
+        assert_eq!(CaptureExt::from_record_bytes(&bytes), Some(ext));
+        assert_eq!(
+            CaptureExt::from_record_bytes(&bytes)
+                .unwrap()
+                .outer_bytes()
+                .len(),
+            42
+        );
+        // A plain record has none; a lying length is refused.
+        assert_eq!(CaptureExt::from_record_bytes(&head), None);
+        let lying = CaptureExt {
+            outer_len: u16::try_from(MAX_OUTER).unwrap() + 1,
+            ..ext
+        };
+        lying.to_record_bytes(&mut bytes);
+        assert_eq!(CaptureExt::from_record_bytes(&bytes), None);
+    }
 
     #[test]
     fn record_round_trips_through_bytes() {

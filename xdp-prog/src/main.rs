@@ -9,6 +9,9 @@
 //!    and passes frames longer than the frame cap to the kernel;
 //! 3. redirects to the queue's socket in `XSKS`.
 //!
+//! While capturing (`LANDING[CAPTURE]`), each record also carries the frame's outer
+//! headers and its arrival time ([`CapturedRecord`]).
+//!
 //! Everything else passes to the kernel. Every outcome is counted per CPU in `COUNTERS`.
 //!
 //! Minimum kernel: 5.18 (`bpf_xdp_load_bytes`; ring buffers need 5.8).
@@ -18,13 +21,16 @@
 
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
 use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS};
-use aya_ebpf::helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes};
+use aya_ebpf::helpers::{
+    bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+};
 use aya_ebpf::macros::{map, xdp};
+use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::maps::{Array, PerCpuArray, RingBuf, XskMap};
 use aya_ebpf::programs::XdpContext;
 use xdp_common::{
-    Counter, HEAD_LEN, HEADER_RING_BYTES, HeaderRecord, ICV_LEN, MAX_HDR, MAX_PSP_HDR, MAX_QUEUES,
-    TAG_LEN, landing, wire,
+    CapturedRecord, Counter, HEAD_LEN, HEADER_RING_BYTES, HeaderRecord, ICV_LEN, MAX_HDR,
+    MAX_OUTER, MAX_PSP_HDR, MAX_QUEUES, TAG_LEN, landing, wire,
 };
 
 #[map(name = "HEADERS")]
@@ -166,10 +172,66 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
             return (XDP_PASS, Counter::PassTooLong);
         }
     }
-    let Some(mut entry) = HEADERS.reserve::<HeaderRecord>(0) else {
-        return (XDP_DROP, Counter::DropRingFull);
+    let frame = Frame {
+        psp,
+        hdr_len,
+        payload_len,
+        queue,
+        keep_icv,
+        whole,
     };
-    let rec = entry.as_mut_ptr();
+    let capture = LANDING.get(landing::CAPTURE).copied().unwrap_or(0) != 0;
+    if capture {
+        let Some(mut entry) = HEADERS.reserve::<CapturedRecord>(0) else {
+            return (XDP_DROP, Counter::DropRingFull);
+        };
+        let c = entry.as_mut_ptr();
+        // SAFETY: `c` points to a reserved, exclusively owned ring-buffer entry of
+        // size_of::<CapturedRecord>() bytes; the load writes MAX_OUTER bytes into `outer`.
+        // A frame shorter than that is captured without outer headers (outer_len 0): the
+        // capture must not change what happens to the frame.
+        let rec = unsafe {
+            (*c).ext.ktime_ns = bpf_ktime_get_ns();
+            (*c).ext.pad = [0; 6];
+            let loaded = bpf_xdp_load_bytes(
+                ctx.ctx,
+                0,
+                (*c).ext.outer.as_mut_ptr().cast(),
+                MAX_OUTER as u32,
+            ) == 0;
+            (*c).ext.outer_len = if loaded { psp as u16 } else { 0 };
+            core::ptr::addr_of_mut!((*c).record)
+        };
+        finish(ctx, entry, rec, &frame)
+    } else {
+        let Some(mut entry) = HEADERS.reserve::<HeaderRecord>(0) else {
+            return (XDP_DROP, Counter::DropRingFull);
+        };
+        let rec = entry.as_mut_ptr();
+        finish(ctx, entry, rec, &frame)
+    }
+}
+
+/// A frame the program takes: where its parts are and how it lands.
+struct Frame {
+    psp: u32,
+    hdr_len: u32,
+    payload_len: u32,
+    queue: u32,
+    keep_icv: bool,
+    whole: bool,
+}
+
+/// Fills the record `rec` inside `entry`, adjusts the frame to its landing, submits the
+/// entry and redirects.
+#[inline(always)]
+fn finish<T>(
+    ctx: &XdpContext,
+    entry: RingBufEntry<T>,
+    rec: *mut HeaderRecord,
+    f: &Frame,
+) -> (u32, Counter) {
+    let (psp, hdr_len, payload_len, queue) = (f.psp, f.hdr_len, f.payload_len, f.queue);
     let pkt_len = (ctx.data_end() - ctx.data()) as u32;
     let payload = psp + hdr_len;
     // Payloads shorter than the tag are paired by length alone, and shorter than the head
@@ -180,9 +242,9 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
         TAG_LEN as u32
     };
     let has_head = payload_len >= HEAD_LEN as u32;
-    // SAFETY: `rec` points to a reserved, exclusively owned ring-buffer record of
-    // size_of::<HeaderRecord>() bytes; every write stays inside it (lengths are bounded
-    // by MAX_HDR, TAG_LEN and ICV_LEN above).
+    // SAFETY: `rec` points to a record inside the reserved, exclusively owned ring-buffer
+    // entry; every write stays inside it (lengths are bounded by MAX_HDR, TAG_LEN and
+    // ICV_LEN above).
     let loaded = unsafe {
         (*rec).queue = queue;
         (*rec).payload_len = payload_len;
@@ -221,8 +283,8 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
     // SAFETY: the helpers check their deltas against the packet; on failure the packet
     // is dropped below. Whole frames keep their headers, and in `WHOLE` their ICV.
     let adjusted = unsafe {
-        (keep_icv || bpf_xdp_adjust_tail(ctx.ctx, -(ICV_LEN as i32)) == 0)
-            && (whole || bpf_xdp_adjust_head(ctx.ctx, payload as i32) == 0)
+        (f.keep_icv || bpf_xdp_adjust_tail(ctx.ctx, -(ICV_LEN as i32)) == 0)
+            && (f.whole || bpf_xdp_adjust_head(ctx.ctx, payload as i32) == 0)
     };
     if !adjusted {
         entry.discard(0);
