@@ -86,6 +86,8 @@ pub struct CaptureTap {
     grants: Vec<CapturedGrant>,
     grant_index: HashMap<GrantId, usize>,
     counts: CaptureCounts,
+    /// The limit was reached.
+    full: bool,
 }
 
 impl CaptureTap {
@@ -99,6 +101,7 @@ impl CaptureTap {
             grants: Vec::new(),
             grant_index: HashMap::new(),
             counts: CaptureCounts::default(),
+            full: false,
         }
     }
 
@@ -127,12 +130,13 @@ impl CaptureTap {
         }
         let (outer, hdr) = (ext.outer_bytes(), r.header_bytes());
         let len = outer.len() + hdr.len() + payload.len() + r.icv.len();
-        let full = match self.limit {
+        // Once a frame did not fit, none is captured: the file stays a prefix of the run.
+        self.full |= match self.limit {
             Some(CaptureLimit::Frames(n)) => self.counts.frames >= n,
             Some(CaptureLimit::Bytes(n)) => self.counts.bytes.saturating_add(len as u64) > n,
             None => false,
         };
-        if full {
+        if self.full {
             self.counts.over_limit += 1;
             return;
         }
@@ -227,6 +231,18 @@ mod tests {
         assert_eq!(tap.counts().without_outer, 2);
         assert_eq!(tap.counts().frames, 1);
         assert_eq!(tap.counts().bytes, want.len() as u64);
+    }
+
+    #[test]
+    fn a_shorter_frame_after_the_byte_limit_is_not_captured() {
+        let mut tap = CaptureTap::new(Some(CaptureLimit::Bytes(60)));
+        for (seq, payload) in [(0, &b"0123456789"[..]), (1, b"0123456789"), (2, b"")] {
+            tap.record(&record(seq), ext(5));
+            tap.payload(&record(seq), payload);
+        }
+        // 34 bytes, then 34 more do not fit: the 24-byte frame after them would, but the
+        // capture stopped.
+        assert_eq!((tap.counts().frames, tap.counts().over_limit), (1, 2));
     }
 
     #[test]

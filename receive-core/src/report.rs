@@ -339,7 +339,7 @@ pub struct CaptureReport {
     pub config: String,
     /// Frames written.
     pub frames: u64,
-    /// Bytes of the frames captured.
+    /// Bytes of the frames written.
     pub bytes: u64,
     /// Frames not captured: `--capture-limit` was reached.
     pub over_limit: u64,
@@ -351,9 +351,13 @@ pub struct CaptureReport {
     /// `useful_ns_per_packet`).
     pub writer_cpu_seconds: f64,
     /// Why the configuration cannot be replayed as one run (grants that reused a window
-    /// overlap), when it cannot.
+    /// overlap, or a region's grants for different generations), when it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_replayable: Option<String>,
+    /// Why the capture stopped early or its configuration was not written (a full disk):
+    /// reported, the run goes on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Report {

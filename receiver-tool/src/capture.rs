@@ -3,10 +3,12 @@
 //! regions, grants) goes beside it as `FILE.toml`, for `zc-recv replay`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use psp_pcap::pcapio::Writer;
 use receive_core::capture::{CaptureLimit, CapturedFrame, CapturedGrant};
 use receive_core::report::CaptureReport;
@@ -16,6 +18,8 @@ use crate::replay::{GrantConfig, Keys, PolicyConfig, RegionConfig, ReplayConfig}
 /// Batches of frames waiting for the writer, at most; more are counted, not captured (the
 /// receive loop never waits for the disk).
 const QUEUED_BATCHES: usize = 4096;
+/// Bytes of frames waiting for the writer, at most.
+const MAX_QUEUED_BYTES: u64 = 256 << 20;
 
 /// `--capture` and `--capture-limit`.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,16 +67,22 @@ pub fn parse_limit(s: &str) -> Result<CaptureLimit, String> {
 }
 
 /// What the writer thread did.
+#[derive(Default)]
 struct Written {
     frames: u64,
+    bytes: u64,
     cpu_seconds: f64,
+    /// Why it stopped early, if it did.
+    error: Option<String>,
 }
 
 /// The writer thread and the file it writes.
 pub struct CaptureWriter {
     path: PathBuf,
     frames: Option<SyncSender<Vec<CapturedFrame>>>,
-    thread: Option<JoinHandle<Result<Written>>>,
+    thread: Option<JoinHandle<Written>>,
+    /// Bytes handed to the writer and not written yet.
+    queued: Arc<AtomicU64>,
     /// Frames the writer could not take in time.
     writer_busy: u64,
 }
@@ -93,36 +103,46 @@ impl CaptureWriter {
         // CLOCK_REALTIME less CLOCK_MONOTONIC: turns arrival times into wall-clock times.
         let wall_offset_ns =
             i128::try_from(wall.as_nanos()).unwrap_or(i128::MAX) - i128::from(umem::monotonic_ns());
+        let queued = Arc::new(AtomicU64::new(0));
+        let in_writer = Arc::clone(&queued);
         let thread = std::thread::Builder::new()
             .name("zc-recv-capture".into())
-            .spawn(move || write_frames(writer, &queue, wall_offset_ns))
+            .spawn(move || write_frames(writer, &queue, &in_writer, wall_offset_ns))
             .context("starting the capture thread")?;
         Ok(Self {
             path: path.to_path_buf(),
             frames: Some(frames),
             thread: Some(thread),
+            queued,
             writer_busy: 0,
         })
     }
 
-    /// Hands frames to the writer without waiting: when it is behind, they are counted.
+    /// Hands frames to the writer without waiting: when it is behind (or stopped), they
+    /// are counted instead.
     pub fn send(&mut self, frames: Vec<CapturedFrame>) {
         if frames.is_empty() {
             return;
         }
+        let bytes: u64 = frames.iter().map(|f| f.bytes.len() as u64).sum();
         let Some(tx) = &self.frames else { return };
-        match tx.try_send(frames) {
-            Ok(()) => {}
-            Err(TrySendError::Full(f) | TrySendError::Disconnected(f)) => {
-                self.writer_busy += f.len() as u64;
-            }
+        if self.queued.load(Ordering::Relaxed).saturating_add(bytes) > MAX_QUEUED_BYTES {
+            self.writer_busy += frames.len() as u64;
+            return;
+        }
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        if let Err(TrySendError::Full(f) | TrySendError::Disconnected(f)) = tx.try_send(frames) {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            self.writer_busy += f.len() as u64;
         }
     }
 
-    /// Writes the last frames, closes the file, and writes the replay configuration.
+    /// Writes the last frames, closes the file, and writes the replay configuration. A
+    /// capture that failed (a full disk) is reported, not an error: the run's report
+    /// matters more.
     ///
     /// # Errors
-    /// Writing either file failed.
+    /// The replay configuration cannot be serialised.
     pub fn finish(
         mut self,
         keys: &Keys,
@@ -132,9 +152,15 @@ impl CaptureWriter {
     ) -> Result<CaptureReport> {
         drop(self.frames.take());
         let written = match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(w)) => w?,
-            Some(Err(_)) => bail!("the capture thread panicked"),
-            None => bail!("the capture thread was not started"),
+            Some(Ok(w)) => w,
+            Some(Err(_)) => Written {
+                error: Some("the capture thread panicked".into()),
+                ..Written::default()
+            },
+            None => Written {
+                error: Some("the capture thread was not started".into()),
+                ..Written::default()
+            },
         };
         let config_path = config_path(&self.path);
         let config = ReplayConfig {
@@ -143,10 +169,8 @@ impl CaptureWriter {
             regions,
             grants: grants.iter().map(grant_config).collect(),
         };
-        let replayable = crate::replay::check_config(&config)
-            .map_err(|e| format!("{e:#}"))
-            .err();
-        if let Some(why) = &replayable {
+        let not_replayable = replay_obstacle(&config, grants);
+        if let Some(why) = &not_replayable {
             tracing::warn!("the captured grants cannot be replayed as one run: {why}");
         }
         let text = format!(
@@ -155,35 +179,67 @@ impl CaptureWriter {
             config_path.display(),
             toml::to_string(&config).context("the replay configuration")?
         );
-        write_private(&config_path, &text)
-            .with_context(|| format!("cannot write {}", config_path.display()))?;
+        let mut error = written.error;
+        if let Err(e) = write_private(&config_path, &text) {
+            let e = format!("cannot write {}: {e}", config_path.display());
+            tracing::warn!("--capture: {e}");
+            error.get_or_insert(e);
+        }
         Ok(CaptureReport {
             file: self.path.display().to_string(),
             config: config_path.display().to_string(),
             frames: written.frames,
-            bytes: counts.bytes,
+            bytes: written.bytes,
             over_limit: counts.over_limit,
             without_outer: counts.without_outer,
             writer_busy: self.writer_busy,
             writer_cpu_seconds: written.cpu_seconds,
-            not_replayable: replayable,
+            not_replayable,
+            error,
         })
     }
 }
 
-/// Writes `text` to `path` readable by its owner only: it holds the run's master keys.
+/// Why `config` cannot be replayed as one run, if it cannot: overlapping grants (a window
+/// reused), or grants of one region for different generations (replay gives each region
+/// one).
+fn replay_obstacle(config: &ReplayConfig, grants: &[CapturedGrant]) -> Option<String> {
+    if let Err(e) = crate::replay::check_config(config) {
+        return Some(format!("{e:#}"));
+    }
+    config.regions.iter().find_map(|r| {
+        grants
+            .iter()
+            .find(|g| g.region == r.id && g.generation != r.generation)
+            .map(|g| {
+                format!(
+                    "region {} has grants for generations {} and {}",
+                    r.id, g.generation, r.generation
+                )
+            })
+    })
+}
+
+/// Writes `text` to `path` readable by its owner only (it holds the run's master keys):
+/// into a new file beside it, which is renamed over `path`, so that a link planted at
+/// `path` is replaced, never followed.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = std::fs::OpenOptions::new()
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".{}.tmp", std::process::id()));
+    let temp = PathBuf::from(temp);
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)?;
-    // An existing file keeps its mode on open: narrow it too.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(text.as_bytes())
+        .open(&temp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
 
 /// Where the replay configuration of capture `path` goes: `path` with `.toml` appended.
@@ -205,27 +261,39 @@ fn grant_config(g: &CapturedGrant) -> GrantConfig {
     }
 }
 
-/// The writer thread: frames in arrival order, microsecond wall-clock timestamps.
+/// The writer thread: each batch in arrival order (the receiver handles queues in turn,
+/// and whole frames that waited later, so batches may overlap in time), microsecond
+/// wall-clock timestamps. A failing write stops it; what comes after is counted as
+/// `writer_busy` by the sender side.
 fn write_frames(
     mut writer: Writer,
     queue: &Receiver<Vec<CapturedFrame>>,
+    queued: &AtomicU64,
     wall_offset_ns: i128,
-) -> Result<Written> {
-    let mut frames = 0u64;
-    for batch in queue {
-        for f in batch {
+) -> Written {
+    let mut w = Written::default();
+    for mut batch in queue {
+        batch.sort_by_key(|f| f.ktime_ns);
+        for f in &batch {
             let wall = (i128::from(f.ktime_ns) + wall_offset_ns).max(0);
             let secs = u32::try_from(wall / 1_000_000_000).unwrap_or(u32::MAX);
             let micros = u32::try_from(wall % 1_000_000_000 / 1000).unwrap_or(0);
-            writer.write(secs, micros, &f.bytes)?;
-            frames += 1;
+            if let Err(e) = writer.write(secs, micros, &f.bytes) {
+                w.error = Some(format!("{e:#}"));
+                w.cpu_seconds = umem::thread_cpu_time().as_secs_f64();
+                return w;
+            }
+            w.frames += 1;
+            w.bytes += f.bytes.len() as u64;
         }
+        let bytes: u64 = batch.iter().map(|f| f.bytes.len() as u64).sum();
+        queued.fetch_sub(bytes, Ordering::Relaxed);
     }
-    writer.finish()?;
-    Ok(Written {
-        frames,
-        cpu_seconds: umem::thread_cpu_time().as_secs_f64(),
-    })
+    if let Err(e) = writer.finish() {
+        w.error = Some(format!("{e:#}"));
+    }
+    w.cpu_seconds = umem::thread_cpu_time().as_secs_f64();
+    w
 }
 
 #[cfg(test)]
@@ -254,5 +322,54 @@ mod tests {
             config_path(Path::new("/tmp/a.pcap")),
             PathBuf::from("/tmp/a.pcap.toml")
         );
+    }
+
+    #[test]
+    fn the_key_file_replaces_a_planted_link_and_is_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("zc-capture-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (target, path) = (dir.join("victim"), dir.join("run.pcap.toml"));
+        std::fs::write(&target, "precious").unwrap();
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        write_private(&path, "keys").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "keys");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn grants_of_two_generations_of_a_region_are_named_not_replayable() {
+        let grant = |generation, offset| CapturedGrant {
+            spi: 1,
+            region: 1,
+            generation,
+            offset,
+            len: 100,
+            base_seq: 0,
+            sha256: None,
+        };
+        let grants = [grant(1, 0), grant(2, 8192)];
+        let config = ReplayConfig {
+            keys: Keys {
+                master0: "00".repeat(32),
+                master1: "11".repeat(32),
+            },
+            policy: PolicyConfig::default(),
+            regions: vec![RegionConfig {
+                id: 1,
+                len: 1 << 20,
+                generation: 2,
+                active: true,
+            }],
+            grants: grants.iter().map(grant_config).collect(),
+        };
+        let why = replay_obstacle(&config, &grants).unwrap();
+        assert!(why.contains("generations 1 and 2"), "{why}");
+        assert_eq!(replay_obstacle(&config, &grants[1..]), None);
     }
 }

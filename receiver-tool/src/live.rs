@@ -205,10 +205,11 @@ pub struct LiveArgs {
     /// ~1.2 µs more (docs/design.md, "Where the time goes").
     #[arg(long, default_value_t = 0)]
     pub poll_spin_us: u64,
-    /// With --poll: after a turn that received packets, sleep this long before looking
-    /// again, so that packets arrive in fewer, larger batches (a NIC's interrupt
-    /// coalescing, rx-usecs). 0 (the default) looks again at once. Packets wait up to this
-    /// long; the fill ring must hold what arrives meanwhile. At most 10,000.
+    /// With --poll: after a turn that drained its rings (no ring gave a full batch of 256),
+    /// refill them and sleep this long before looking again, so that packets come in
+    /// fewer, larger batches (a NIC's interrupt coalescing, rx-usecs). 0 (the default)
+    /// looks again at once. Packets wait up to this long; the fill ring must hold what
+    /// arrives meanwhile. At most 10,000.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=10_000))]
     pub poll_coalesce_us: u64,
     /// The copy fallback: backend, threshold, channels, pinning, faults.
@@ -460,9 +461,7 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> Driver<'_, T, E> {
                         // Slots before the answer: a granted sender starts at once, and a
                         // frame that finds no fill entry is dropped (and shifts every slot
                         // posted after it).
-                        for (q, s) in io.sockets.iter_mut().enumerate() {
-                            self.core.refill(q, &mut s.fill_mut());
-                        }
+                        self.refill(io);
                         let _ = reply.send(response);
                     }
                     None => {
@@ -470,6 +469,13 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> Driver<'_, T, E> {
                     }
                 },
             }
+        }
+    }
+
+    /// Posts what every queue's fill ring has room for.
+    fn refill(&mut self, io: &mut Io) {
+        for (q, s) in io.sockets.iter_mut().enumerate() {
+            self.core.refill(q, &mut s.fill_mut());
         }
     }
 
@@ -746,6 +752,8 @@ fn serve_loop<T: CopyTarget, E: CopyEngine<Payload>>(
             // Only when the rings were drained: a full batch means more is waiting.
             let drained = !std::mem::take(&mut driver.full_batch);
             if args.poll && args.poll_coalesce_us > 0 && drained {
+                // The fill rings full first: frames keep landing while the loop sleeps.
+                driver.refill(io);
                 std::thread::sleep(Duration::from_micros(args.poll_coalesce_us));
             }
         } else if !args.poll

@@ -434,7 +434,7 @@ impl UdpTx {
         let (_, socket) = &self.sockets[queued[0].socket];
         let dst = queued[0].dst;
         let mut next = 0;
-        let start = std::time::Instant::now();
+        let mut progress = std::time::Instant::now();
         while next < datagrams.len() {
             let end = (next + udp::MAX_BATCH).min(datagrams.len());
             match socket.send(dst, &datagrams[next..end]) {
@@ -442,13 +442,14 @@ impl UdpTx {
                     self.stats.sendmmsg_calls += 1;
                     self.stats.datagrams += n as u64;
                     next += n;
+                    progress = std::time::Instant::now();
                     continue;
                 }
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) => {}
                 Err(e) => return Err(e).with_context(|| format!("UDP sendmmsg to {dst}")),
             }
-            if start.elapsed() > std::time::Duration::from_secs(5) {
+            if progress.elapsed() > std::time::Duration::from_secs(5) {
                 bail!("UDP sendmmsg to {dst} made no progress in 5 s");
             }
             std::thread::yield_now();

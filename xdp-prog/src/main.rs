@@ -186,20 +186,19 @@ fn split(ctx: &XdpContext) -> (u32, Counter) {
             return (XDP_DROP, Counter::DropRingFull);
         };
         let c = entry.as_mut_ptr();
+        // The outer headers end where PSP starts: at most 86 bytes (checked against
+        // MAX_OUTER for the verifier), within the frame.
+        let outer = psp & 0x7f;
         // SAFETY: `c` points to a reserved, exclusively owned ring-buffer entry of
-        // size_of::<CapturedRecord>() bytes; the load writes MAX_OUTER bytes into `outer`.
-        // A frame shorter than that is captured without outer headers (outer_len 0): the
-        // capture must not change what happens to the frame.
+        // size_of::<CapturedRecord>() bytes; the load writes at most MAX_OUTER bytes into
+        // `outer`. If it fails the record says so (outer_len 0): the capture must not
+        // change what happens to the frame.
         let rec = unsafe {
             (*c).ext.ktime_ns = bpf_ktime_get_ns();
             (*c).ext.pad = [0; 6];
-            let loaded = bpf_xdp_load_bytes(
-                ctx.ctx,
-                0,
-                (*c).ext.outer.as_mut_ptr().cast(),
-                MAX_OUTER as u32,
-            ) == 0;
-            (*c).ext.outer_len = if loaded { psp as u16 } else { 0 };
+            let loaded = outer <= MAX_OUTER as u32
+                && bpf_xdp_load_bytes(ctx.ctx, 0, (*c).ext.outer.as_mut_ptr().cast(), outer) == 0;
+            (*c).ext.outer_len = if loaded { outer as u16 } else { 0 };
             core::ptr::addr_of_mut!((*c).record)
         };
         finish(ctx, entry, rec, &frame)
