@@ -8,6 +8,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use placement::idmap::FastMap;
+
 use placement::{Grant, GrantId};
 use serde::Serialize;
 use xdp_common::{CaptureExt, HeaderRecord};
@@ -24,13 +26,54 @@ pub enum CaptureLimit {
     Frames(u64),
 }
 
-/// One captured frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CapturedFrame {
-    /// CLOCK_MONOTONIC nanoseconds when the XDP program saw it.
-    pub ktime_ns: u64,
-    /// The frame: Ethernet through the ICV.
-    pub bytes: Vec<u8>,
+/// Captured frames, back to back in one buffer, with their arrival times: handed to the
+/// writer whole and given back empty, so that capturing allocates nothing per frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapturedBatch {
+    bytes: Vec<u8>,
+    /// Per frame: CLOCK_MONOTONIC nanoseconds when the XDP program saw it, and its length.
+    frames: Vec<(u64, usize)>,
+}
+
+impl CapturedBatch {
+    /// Appends a frame made of `parts`.
+    fn push(&mut self, ktime_ns: u64, parts: &[&[u8]]) {
+        let len = parts.iter().map(|p| p.len()).sum();
+        for p in parts {
+            self.bytes.extend_from_slice(p);
+        }
+        self.frames.push((ktime_ns, len));
+    }
+
+    /// Empties it, keeping its memory.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.frames.clear();
+    }
+
+    /// No frames.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Frames.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Bytes of all frames.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The frames with their arrival times, in the order they were captured.
+    pub fn frames(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.frames.iter().scan(0usize, |at, &(ktime, len)| {
+            let frame = self.bytes.get(*at..*at + len)?;
+            *at += len;
+            Some((ktime, frame))
+        })
+    }
 }
 
 /// A grant as a replay configuration names it.
@@ -75,14 +118,19 @@ pub struct CaptureCounts {
     pub without_outer: u64,
 }
 
+/// A record's queue and sequence number, as one key.
+fn key(r: &HeaderRecord) -> u64 {
+    u64::from(r.queue) << 32 | u64::from(r.seq)
+}
+
 /// Rebuilds captured frames and remembers grants.
 #[derive(Debug)]
 pub struct CaptureTap {
     limit: Option<CaptureLimit>,
-    /// Outer headers by (queue, record sequence), until the payload comes.
-    outer: HashMap<(u32, u32), CaptureExt>,
-    arrival: VecDeque<(u32, u32)>,
-    frames: Vec<CapturedFrame>,
+    /// Outer headers by [`key`] (queue, record sequence), until the payload comes.
+    outer: FastMap<u64, CaptureExt>,
+    arrival: VecDeque<u64>,
+    batch: CapturedBatch,
     grants: Vec<CapturedGrant>,
     grant_index: HashMap<GrantId, usize>,
     counts: CaptureCounts,
@@ -95,9 +143,9 @@ impl CaptureTap {
     pub fn new(limit: Option<CaptureLimit>) -> Self {
         Self {
             limit,
-            outer: HashMap::new(),
+            outer: FastMap::default(),
             arrival: VecDeque::new(),
-            frames: Vec::new(),
+            batch: CapturedBatch::default(),
             grants: Vec::new(),
             grant_index: HashMap::new(),
             counts: CaptureCounts::default(),
@@ -107,7 +155,7 @@ impl CaptureTap {
 
     /// A record came with its capture extension.
     pub fn record(&mut self, r: &HeaderRecord, ext: CaptureExt) {
-        let key = (r.queue, r.seq);
+        let key = key(r);
         if self.outer.insert(key, ext).is_none() {
             self.arrival.push_back(key);
         }
@@ -120,7 +168,7 @@ impl CaptureTap {
 
     /// The payload of record `r` as it landed, before it is opened.
     pub fn payload(&mut self, r: &HeaderRecord, payload: &[u8]) {
-        let Some(ext) = self.outer.remove(&(r.queue, r.seq)) else {
+        let Some(ext) = self.outer.remove(&key(r)) else {
             self.counts.without_outer += 1;
             return;
         };
@@ -140,16 +188,10 @@ impl CaptureTap {
             self.counts.over_limit += 1;
             return;
         }
-        let mut bytes = Vec::with_capacity(len);
-        for part in [outer, hdr, payload, &r.icv[..]] {
-            bytes.extend_from_slice(part);
-        }
+        self.batch
+            .push(ext.ktime_ns, &[outer, hdr, payload, &r.icv[..]]);
         self.counts.frames += 1;
         self.counts.bytes += len as u64;
-        self.frames.push(CapturedFrame {
-            ktime_ns: ext.ktime_ns,
-            bytes,
-        });
     }
 
     /// A grant was made.
@@ -169,9 +211,15 @@ impl CaptureTap {
         }
     }
 
-    /// The frames captured since the last call.
-    pub fn take_frames(&mut self) -> Vec<CapturedFrame> {
-        std::mem::take(&mut self.frames)
+    /// The frames captured since the last call; `spare` (emptied) collects the next ones.
+    pub fn take_batch(&mut self, mut spare: CapturedBatch) -> CapturedBatch {
+        spare.clear();
+        std::mem::replace(&mut self.batch, spare)
+    }
+
+    /// Frames captured and not taken yet.
+    pub fn pending(&self) -> usize {
+        self.batch.len()
     }
 
     /// Every grant made while capturing, in order.
@@ -216,21 +264,33 @@ mod tests {
         let mut tap = CaptureTap::new(None);
         tap.record(&record(5), ext(5));
         tap.payload(&record(5), b"payload");
-        let frames = tap.take_frames();
-        assert_eq!(frames.len(), 1);
+        tap.record(&record(8), ext(5));
+        tap.payload(&record(8), b"");
+        let batch = tap.take_batch(CapturedBatch::default());
+        let frames: Vec<_> = batch.frames().collect();
+        assert_eq!(frames.len(), 2);
         let mut want = b"OUTERHDRpayload".to_vec();
         want.extend([9; 16]);
-        assert_eq!(frames[0].bytes, want);
-        assert_eq!(frames[0].ktime_ns, 77);
-        assert!(tap.take_frames().is_empty());
+        assert_eq!(frames[0], (77, &want[..]));
+        let mut empty_payload = b"OUTERHDR".to_vec();
+        empty_payload.extend([9; 16]);
+        assert_eq!(frames[1], (77, &empty_payload[..]));
+        assert_eq!(batch.byte_len(), want.len() + empty_payload.len());
+        // The spare handed back comes back empty next time, its memory kept.
+        let next = tap.take_batch(batch);
+        assert!(next.is_empty());
+        assert_eq!(tap.pending(), 0);
         // A payload whose record had no extension (or no outer bytes) is counted, not
         // captured.
         tap.payload(&record(6), b"x");
         tap.record(&record(7), ext(0));
         tap.payload(&record(7), b"x");
         assert_eq!(tap.counts().without_outer, 2);
-        assert_eq!(tap.counts().frames, 1);
-        assert_eq!(tap.counts().bytes, want.len() as u64);
+        assert_eq!(tap.counts().frames, 2);
+        assert_eq!(
+            tap.counts().bytes,
+            (want.len() + empty_payload.len()) as u64
+        );
     }
 
     #[test]

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use psp_pcap::pcapio::Writer;
-use receive_core::capture::{CaptureLimit, CapturedFrame, CapturedGrant};
+use receive_core::capture::{CaptureLimit, CapturedBatch, CapturedGrant};
 use receive_core::report::CaptureReport;
 
 use crate::replay::{GrantConfig, Keys, PolicyConfig, RegionConfig, ReplayConfig};
@@ -19,7 +19,7 @@ use crate::replay::{GrantConfig, Keys, PolicyConfig, RegionConfig, ReplayConfig}
 /// receive loop never waits for the disk).
 const QUEUED_BATCHES: usize = 4096;
 /// Bytes of frames waiting for the writer, at most.
-const MAX_QUEUED_BYTES: u64 = 256 << 20;
+const MAX_QUEUED_BYTES: u64 = 64 << 20;
 
 /// `--capture` and `--capture-limit`.
 #[derive(Debug, Clone, clap::Args)]
@@ -79,7 +79,12 @@ struct Written {
 /// The writer thread and the file it writes.
 pub struct CaptureWriter {
     path: PathBuf,
-    frames: Option<SyncSender<Vec<CapturedFrame>>>,
+    frames: Option<SyncSender<CapturedBatch>>,
+    /// Batches the writer is done with, to fill again.
+    spares: Receiver<CapturedBatch>,
+    /// A batch the writer had no room for: filled again rather than freed (fresh memory
+    /// costs the loop page faults).
+    kept: Option<CapturedBatch>,
     thread: Option<JoinHandle<Written>>,
     /// Bytes handed to the writer and not written yet.
     queued: Arc<AtomicU64>,
@@ -97,6 +102,7 @@ impl CaptureWriter {
         let writer = Writer::create(path)
             .with_context(|| format!("--capture: cannot create {}", path.display()))?;
         let (frames, queue) = mpsc::sync_channel(QUEUED_BATCHES);
+        let (done, spares) = mpsc::channel();
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .context("the clock is before 1970")?;
@@ -107,33 +113,45 @@ impl CaptureWriter {
         let in_writer = Arc::clone(&queued);
         let thread = std::thread::Builder::new()
             .name("zc-recv-capture".into())
-            .spawn(move || write_frames(writer, &queue, &in_writer, wall_offset_ns))
+            .spawn(move || write_frames(writer, &queue, &done, &in_writer, wall_offset_ns))
             .context("starting the capture thread")?;
         Ok(Self {
             path: path.to_path_buf(),
             frames: Some(frames),
+            spares,
+            kept: None,
             thread: Some(thread),
             queued,
             writer_busy: 0,
         })
     }
 
-    /// Hands frames to the writer without waiting: when it is behind (or stopped), they
-    /// are counted instead.
-    pub fn send(&mut self, frames: Vec<CapturedFrame>) {
-        if frames.is_empty() {
+    /// An empty batch to capture into (one the writer is done with, when there is one).
+    pub fn spare(&mut self) -> CapturedBatch {
+        self.kept
+            .take()
+            .or_else(|| self.spares.try_recv().ok())
+            .unwrap_or_default()
+    }
+
+    /// Hands a batch to the writer without waiting: when it is behind (or stopped), its
+    /// frames are counted instead.
+    pub fn send(&mut self, batch: CapturedBatch) {
+        if batch.is_empty() {
             return;
         }
-        let bytes: u64 = frames.iter().map(|f| f.bytes.len() as u64).sum();
+        let bytes = batch.byte_len() as u64;
         let Some(tx) = &self.frames else { return };
         if self.queued.load(Ordering::Relaxed).saturating_add(bytes) > MAX_QUEUED_BYTES {
-            self.writer_busy += frames.len() as u64;
+            self.writer_busy += batch.len() as u64;
+            self.kept = Some(batch);
             return;
         }
         self.queued.fetch_add(bytes, Ordering::Relaxed);
-        if let Err(TrySendError::Full(f) | TrySendError::Disconnected(f)) = tx.try_send(frames) {
+        if let Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) = tx.try_send(batch) {
             self.queued.fetch_sub(bytes, Ordering::Relaxed);
-            self.writer_busy += f.len() as u64;
+            self.writer_busy += b.len() as u64;
+            self.kept = Some(b);
         }
     }
 
@@ -267,27 +285,36 @@ fn grant_config(g: &CapturedGrant) -> GrantConfig {
 /// `writer_busy` by the sender side.
 fn write_frames(
     mut writer: Writer,
-    queue: &Receiver<Vec<CapturedFrame>>,
+    queue: &Receiver<CapturedBatch>,
+    done: &Sender<CapturedBatch>,
     queued: &AtomicU64,
     wall_offset_ns: i128,
 ) -> Written {
     let mut w = Written::default();
-    for mut batch in queue {
-        batch.sort_by_key(|f| f.ktime_ns);
-        for f in &batch {
-            let wall = (i128::from(f.ktime_ns) + wall_offset_ns).max(0);
+    // Never in the receive loop's way: a capture that falls behind loses frames from the
+    // file (counted), not placements.
+    if let Err(e) = umem::run_only_when_idle() {
+        tracing::warn!("capture writer at normal priority: {e}");
+    }
+    for batch in queue {
+        let mut frames: Vec<_> = batch.frames().collect();
+        frames.sort_by_key(|(ktime, _)| *ktime);
+        for (ktime, bytes) in &frames {
+            let wall = (i128::from(*ktime) + wall_offset_ns).max(0);
             let secs = u32::try_from(wall / 1_000_000_000).unwrap_or(u32::MAX);
             let micros = u32::try_from(wall % 1_000_000_000 / 1000).unwrap_or(0);
-            if let Err(e) = writer.write(secs, micros, &f.bytes) {
+            if let Err(e) = writer.write(secs, micros, bytes) {
                 w.error = Some(format!("{e:#}"));
                 w.cpu_seconds = umem::thread_cpu_time().as_secs_f64();
                 return w;
             }
             w.frames += 1;
-            w.bytes += f.bytes.len() as u64;
+            w.bytes += bytes.len() as u64;
         }
-        let bytes: u64 = batch.iter().map(|f| f.bytes.len() as u64).sum();
-        queued.fetch_sub(bytes, Ordering::Relaxed);
+        drop(frames);
+        queued.fetch_sub(batch.byte_len() as u64, Ordering::Relaxed);
+        // The loop may have stopped taking spares: then the batch is dropped.
+        let _ = done.send(batch);
     }
     if let Err(e) = writer.finish() {
         w.error = Some(format!("{e:#}"));

@@ -20,6 +20,7 @@ use copy_fallback::{CopyEngine, CopyTarget};
 use indicatif::{ProgressBar, ProgressStyle};
 use placement::GrantId;
 use psp::{MasterKey, MasterKeys};
+use receive_core::capture::CapturedBatch;
 use receive_core::grant_table::WholeFrame;
 use receive_core::report::{CalibrationReport, CaptureReport, QueueReport};
 use receive_core::{
@@ -506,8 +507,11 @@ impl<T: CopyTarget, E: CopyEngine<Payload>> Driver<'_, T, E> {
                 self.core.on_rx(q, d, now);
             }
         }
-        if let (Some(writer), Some(tap)) = (self.capture.as_mut(), self.core.capture_mut()) {
-            writer.send(tap.take_frames());
+        if let (Some(writer), Some(tap)) = (self.capture.as_mut(), self.core.capture_mut())
+            && tap.pending() > 0
+        {
+            let spare = writer.spare();
+            writer.send(tap.take_batch(spare));
         }
         if got > 0 && self.cpu_start.is_none() && self.core.first_packet().is_some() {
             self.cpu_start = Some(cpu_now());
@@ -646,7 +650,7 @@ fn finish_capture<T: CopyTarget, E: CopyEngine<Payload>>(
     let Some(tap) = core.capture_mut() else {
         bail!("capturing was not started");
     };
-    writer.send(tap.take_frames());
+    writer.send(tap.take_batch(CapturedBatch::default()));
     let grants = tap.grants().to_vec();
     let regions = args
         .regions

@@ -49,6 +49,25 @@ pub fn clock_ticks_per_second() -> u64 {
     u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)
 }
 
+/// Makes the calling thread run only when a core would otherwise be idle (`SCHED_IDLE`):
+/// for helper threads (a capture writer) that must never take a core from the receive
+/// loop.
+///
+/// # Errors
+/// [`Error::Io`] when the scheduler refuses.
+pub fn run_only_when_idle() -> Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param read during the call; pid 0 is this thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) };
+    if r != 0 {
+        return Err(Error::Io(
+            "sched_setscheduler",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// CLOCK_MONOTONIC in nanoseconds (the clock of `bpf_ktime_get_ns`); 0 if it cannot be read.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
