@@ -22,6 +22,7 @@ pub mod memory;
 pub mod packet;
 pub mod plan;
 pub mod ring;
+pub mod slots;
 pub mod sys;
 pub mod tcp;
 pub mod udp;

@@ -21,11 +21,12 @@
 //! [`FillPlanner::blocking_slot`] tells it when a copy must wait because its destination
 //! is still posted to the kernel.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use crate::memory::Layout;
 use crate::ring::Producer;
+use crate::slots::{OutstandingSlot, SlotIndex, SlotKey};
 
 /// The order in which a sender sends a grant's segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,16 +170,6 @@ impl Prediction {
     }
 }
 
-/// A slot posted and not returned yet: how often, and what a frame landing there may
-/// write.
-#[derive(Debug, Clone)]
-struct OutstandingSlot {
-    count: u32,
-    span: Range<u64>,
-    /// The payload's bytes (what must not be overwritten once it landed).
-    payload_end: u64,
-}
-
 /// What a fill entry was posted for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Posted {
@@ -244,7 +235,7 @@ pub struct FillPlanner {
     /// Landing addresses of slots posted and not yet returned, per (address, queue), with
     /// how many times each is posted (counted so that one return cannot hide another
     /// posting of the same address).
-    outstanding_slots: BTreeMap<(u64, usize), OutstandingSlot>,
+    outstanding_slots: SlotIndex,
     stats: PlanStats,
     /// The batch being posted: fill address, and what for. Kept between refills (no
     /// allocation per loop turn).
@@ -261,7 +252,7 @@ impl FillPlanner {
             queues: (0..queues).map(|_| QueuePlan::default()).collect(),
             free_bounce: (0..layout.bounce_frames).rev().collect(),
             bounce_is_free: vec![true; layout.bounce_frames as usize],
-            outstanding_slots: BTreeMap::new(),
+            outstanding_slots: SlotIndex::default(),
             stats: PlanStats::default(),
             batch: Vec::new(),
         }
@@ -366,12 +357,8 @@ impl FillPlanner {
                 if let Some(addr) = fill {
                     // Registered now, so that the rest of the batch is checked against it.
                     let payload_end = landing + u64::from(p.mss);
-                    register(
-                        &mut self.outstanding_slots,
-                        (landing, queue),
-                        span,
-                        payload_end,
-                    );
+                    self.outstanding_slots
+                        .register((landing, queue), span, payload_end);
                     batch.push((
                         addr,
                         Posted::Slot {
@@ -401,7 +388,7 @@ impl FillPlanner {
                     self.free_bounce.push(i);
                 }
                 Posted::Slot { landing, .. } => {
-                    unregister(&mut self.outstanding_slots, (landing, queue));
+                    self.outstanding_slots.unregister((landing, queue));
                 }
             }
         }
@@ -423,7 +410,7 @@ impl FillPlanner {
         let at = q.posted.iter().position(|(a, _)| *a == addr)?;
         for (a, posted) in q.posted.drain(..=at) {
             if let Posted::Slot { landing, .. } = posted {
-                unregister(&mut self.outstanding_slots, (landing, queue));
+                self.outstanding_slots.unregister((landing, queue));
             }
             if a == addr {
                 return Some(posted);
@@ -492,47 +479,22 @@ impl FillPlanner {
         let dst_end = dst.saturating_add(len);
         let reach = self.layout.max_frame_payload();
         candidates(&self.outstanding_slots, &(dst..dst_end), reach)
-            .find(|(_, slot)| slot.span.start < dst_end && dst < slot.span.end)
+            .filter(|(_, slot)| slot.span.start < dst_end && dst < slot.span.end)
             .map(|((landing, _), _)| *landing)
-    }
-}
-
-/// Counts one more posting of the slot at `key` (landing, queue), widening its span.
-fn register(
-    outstanding: &mut BTreeMap<(u64, usize), OutstandingSlot>,
-    key: (u64, usize),
-    span: Range<u64>,
-    payload_end: u64,
-) {
-    let slot = outstanding.entry(key).or_insert(OutstandingSlot {
-        count: 0,
-        span: span.clone(),
-        payload_end,
-    });
-    slot.count += 1;
-    slot.span = slot.span.start.min(span.start)..slot.span.end.max(span.end);
-}
-
-/// Counts one posting of the slot at `key` less (returned, or never posted after all).
-fn unregister(outstanding: &mut BTreeMap<(u64, usize), OutstandingSlot>, key: (u64, usize)) {
-    if let Some(slot) = outstanding.get_mut(&key) {
-        slot.count -= 1;
-        if slot.count == 0 {
-            outstanding.remove(&key);
-        }
+            .min()
     }
 }
 
 /// Posted slots whose span may overlap `bytes`: every span lies within
 /// [landing − MAX_FRAME_PREFIX, landing + `reach`), `reach` the most a frame writes.
 fn candidates<'a>(
-    outstanding: &'a BTreeMap<(u64, usize), OutstandingSlot>,
+    outstanding: &'a SlotIndex,
     bytes: &Range<u64>,
     reach: u64,
-) -> impl Iterator<Item = (&'a (u64, usize), &'a OutstandingSlot)> {
+) -> impl Iterator<Item = (&'a SlotKey, &'a OutstandingSlot)> {
     let from = bytes.start.saturating_sub(reach);
     let to = bytes.end.saturating_add(MAX_FRAME_PREFIX + 1);
-    outstanding.range((from, 0)..(to, 0))
+    outstanding.landing_in(from..to)
 }
 
 /// True when a frame landing at `landing` on `queue`, writing `span`, could overwrite a
@@ -542,7 +504,7 @@ fn candidates<'a>(
 /// receiver); any slot of another queue whose span meets it (no ring order between
 /// queues).
 fn conflicts(
-    outstanding: &BTreeMap<(u64, usize), OutstandingSlot>,
+    outstanding: &SlotIndex,
     (landing, queue): (u64, usize),
     span: &Range<u64>,
     trailer: u64,
