@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use placement::idmap::FastMap;
 
 use placement::{Grant, GrantId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use xdp_common::{CaptureExt, HeaderRecord};
 
 /// Records waiting for their payload, at most (older ones are forgotten).
@@ -76,21 +76,23 @@ impl CapturedBatch {
     }
 }
 
-/// A grant as a replay configuration names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CapturedGrant {
+/// A grant as a replay configuration names it (`[[grant]]` of `zc-recv replay`'s TOML).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantSpec {
     pub spi: u32,
     pub region: u32,
     pub generation: u16,
     pub offset: u64,
     pub len: u64,
     pub base_seq: u32,
-    /// The owner's digest of the window, once it said the message was sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// SHA-256 of the window's expected contents (hex): the owner's digest, once it said
+    /// the message was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
 }
 
-impl From<&Grant> for CapturedGrant {
+impl From<&Grant> for GrantSpec {
     fn from(g: &Grant) -> Self {
         Self {
             spi: g.spi,
@@ -131,7 +133,7 @@ pub struct CaptureTap {
     outer: FastMap<u64, CaptureExt>,
     arrival: VecDeque<u64>,
     batch: CapturedBatch,
-    grants: Vec<CapturedGrant>,
+    grants: Vec<GrantSpec>,
     grant_index: HashMap<GrantId, usize>,
     counts: CaptureCounts,
     /// The limit was reached.
@@ -197,7 +199,7 @@ impl CaptureTap {
     /// A grant was made.
     pub fn granted(&mut self, id: GrantId, g: &Grant) {
         self.grant_index.insert(id, self.grants.len());
-        self.grants.push(CapturedGrant::from(g));
+        self.grants.push(GrantSpec::from(g));
     }
 
     /// The owner of grant `id` gave its digest.
@@ -223,7 +225,7 @@ impl CaptureTap {
     }
 
     /// Every grant made while capturing, in order.
-    pub fn grants(&self) -> &[CapturedGrant] {
+    pub fn grants(&self) -> &[GrantSpec] {
         &self.grants
     }
 

@@ -10,10 +10,10 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use psp_pcap::pcapio::Writer;
-use receive_core::capture::{CaptureLimit, CapturedBatch, CapturedGrant};
+use receive_core::capture::{CaptureLimit, CapturedBatch, GrantSpec};
 use receive_core::report::CaptureReport;
 
-use crate::replay::{GrantConfig, Keys, PolicyConfig, RegionConfig, ReplayConfig};
+use crate::replay::{Keys, PolicyConfig, RegionConfig, ReplayConfig};
 
 /// Batches of frames waiting for the writer, at most; more are counted, not captured (the
 /// receive loop never waits for the disk).
@@ -165,7 +165,7 @@ impl CaptureWriter {
         mut self,
         keys: &Keys,
         regions: Vec<RegionConfig>,
-        grants: &[CapturedGrant],
+        grants: &[GrantSpec],
         counts: receive_core::capture::CaptureCounts,
     ) -> Result<CaptureReport> {
         drop(self.frames.take());
@@ -185,7 +185,7 @@ impl CaptureWriter {
             keys: keys.clone(),
             policy: PolicyConfig::default(),
             regions,
-            grants: grants.iter().map(grant_config).collect(),
+            grants: grants.to_vec(),
         };
         let not_replayable = replay_obstacle(&config, grants);
         if let Some(why) = &not_replayable {
@@ -221,7 +221,7 @@ impl CaptureWriter {
 /// Why `config` cannot be replayed as one run, if it cannot: overlapping grants (a window
 /// reused), or grants of one region for different generations (replay gives each region
 /// one).
-fn replay_obstacle(config: &ReplayConfig, grants: &[CapturedGrant]) -> Option<String> {
+fn replay_obstacle(config: &ReplayConfig, grants: &[GrantSpec]) -> Option<String> {
     if let Err(e) = crate::replay::check_config(config) {
         return Some(format!("{e:#}"));
     }
@@ -265,18 +265,6 @@ pub fn config_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(".toml");
     PathBuf::from(name)
-}
-
-fn grant_config(g: &CapturedGrant) -> GrantConfig {
-    GrantConfig {
-        spi: g.spi,
-        region: g.region,
-        generation: g.generation,
-        offset: g.offset,
-        len: g.len,
-        base_seq: g.base_seq,
-        sha256: g.sha256.clone(),
-    }
 }
 
 /// The writer thread: each batch in arrival order (the receiver handles queues in turn,
@@ -371,7 +359,7 @@ mod tests {
 
     #[test]
     fn grants_of_two_generations_of_a_region_are_named_not_replayable() {
-        let grant = |generation, offset| CapturedGrant {
+        let grant = |generation, offset| GrantSpec {
             spi: 1,
             region: 1,
             generation,
@@ -393,7 +381,7 @@ mod tests {
                 generation: 2,
                 active: true,
             }],
-            grants: grants.iter().map(grant_config).collect(),
+            grants: grants.to_vec(),
         };
         let why = replay_obstacle(&config, &grants).unwrap();
         assert!(why.contains("generations 1 and 2"), "{why}");

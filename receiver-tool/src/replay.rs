@@ -60,18 +60,8 @@ pub struct RegionConfig {
     pub active: bool,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantConfig {
-    pub spi: u32,
-    pub region: u32,
-    pub generation: u16,
-    pub offset: u64,
-    pub len: u64,
-    pub base_seq: u32,
-    /// SHA-256 of the window's expected contents (hex), to verify the transfer.
-    pub sha256: Option<String>,
-}
+/// A `[[grant]]` of the file.
+pub use receive_core::capture::GrantSpec as GrantConfig;
 
 /// Space between regions in the replay's memory, so an overrun would be visible.
 const GUARD: u64 = 4096;
